@@ -1,0 +1,82 @@
+"""A view of nnU-Net's U-Net whose forward can also return decoder features.
+
+nnU-Net needs ``trainer.network`` to stay the bare U-Net (deep-supervision toggling, checkpoints, validation and
+export all use it). Feature alignment needs the decoder features of the very same forward pass, and hooks with
+Python side effects break ``torch.compile``'s graph. So this module *shares* the U-Net's ``encoder`` and
+``decoder`` (identical parameters and state-dict keys) and replays the decoder loop, returning the chosen
+stage's output next to the logits. This wrapper is what gets compiled and DDP-wrapped.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class FeatureTapUNet(nn.Module):
+    """Wraps a ``dynamic_network_architectures`` U-Net (``PlainConvUNet``, ``ResidualEncoderUNet``, ...).
+
+    Args:
+        unet: the network built by nnU-Net; its ``encoder`` and ``decoder`` are shared, not copied.
+        feature_stages: indices into ``unet.decoder.stages`` whose outputs are returned, Python-style
+            (``-1`` = full resolution, ``0`` = the stage right after the bottleneck).
+
+    ``forward(x)`` returns exactly what ``unet(x)`` returns. ``forward(x, return_features=True)`` returns
+    ``(logits, [features of each chosen stage])``, features shaped ``(B, C_stage, *spatial_stage)``.
+    """
+
+    def __init__(self, unet: nn.Module, feature_stages: Sequence[int] = (-3,)):
+        super().__init__()
+        if not (hasattr(unet, "encoder") and hasattr(unet, "decoder") and hasattr(unet.decoder, "stages")):
+            raise TypeError(f"{type(unet).__name__} is not a dynamic_network_architectures U-Net "
+                            "(needs .encoder and .decoder.stages); feature alignment cannot tap it")
+        n = len(unet.decoder.stages)
+        resolved = []
+        for s in feature_stages:
+            if not -n <= s < n:
+                raise ValueError(f"decoder feature stage {s} out of range: this U-Net has {n} decoder stages "
+                                 f"(valid indices {-n}..{n - 1})")
+            resolved.append(s % n)
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        self.feature_stages = tuple(resolved)
+
+    def stage_channels(self) -> list[int]:
+        """Channel count of each chosen stage's output (for building the discriminator)."""
+        out = []
+        for s in self.feature_stages:
+            convs = [m for m in self.decoder.stages[s].modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+            out.append(convs[-1].out_channels)
+        return out
+
+    def feature_shapes(self, in_channels: int, patch_size: Sequence[int]) -> list[tuple[int, ...]]:
+        """Spatial shape of each chosen stage's output for a ``(1, in_channels, *patch_size)`` input (dry run)."""
+        device = next(self.parameters()).device
+        with torch.no_grad():
+            _, feats = self.forward(torch.zeros(1, in_channels, *patch_size, device=device), return_features=True)
+        return [tuple(f.shape[2:]) for f in feats]
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        skips = self.encoder(x)
+        decoder = self.decoder
+        lres = skips[-1]
+        seg_outputs = []
+        features: dict[int, torch.Tensor] = {}
+        last = len(decoder.stages) - 1
+        for s in range(len(decoder.stages)):
+            y = decoder.transpconvs[s](lres)
+            y = torch.cat((y, skips[-(s + 2)]), 1)
+            y = decoder.stages[s](y)
+            if decoder.deep_supervision:
+                seg_outputs.append(decoder.seg_layers[s](y))
+            elif s == last:
+                seg_outputs.append(decoder.seg_layers[-1](y))
+            if s in self.feature_stages:
+                features[s] = y
+            lres = y
+        seg_outputs = seg_outputs[::-1]
+        logits = seg_outputs if decoder.deep_supervision else seg_outputs[0]
+        if return_features:
+            return logits, [features[s] for s in self.feature_stages]
+        return logits
