@@ -14,6 +14,24 @@ import torch
 from torch import nn
 
 
+def decoder_stage_at_stride(encoder_strides: Sequence[Sequence[int] | int], stride: int) -> int:
+    """Index into ``decoder.stages`` of the stage whose output has the largest total downsampling (max over axes)
+    that does not exceed ``stride``; the coarsest decoder stage if all are finer.
+
+    ``encoder_strides``: the plans' per-stage strides (``arch_kwargs["strides"]``). Decoder stage ``s`` works at
+    the resolution of encoder stage ``n_stages - 2 - s``.
+    """
+    totals = []
+    total = None
+    for st in encoder_strides:
+        st = [st] if isinstance(st, int) else list(st)
+        total = st if total is None else [a * b for a, b in zip(total, st)]
+        totals.append(max(total))
+    n_decoder = len(encoder_strides) - 1
+    candidates = [s for s in range(n_decoder) if totals[n_decoder - 1 - s] <= stride]
+    return min(candidates) if candidates else n_decoder - 1
+
+
 class FeatureTapUNet(nn.Module):
     """Wraps a ``dynamic_network_architectures`` U-Net (``PlainConvUNet``, ``ResidualEncoderUNet``, ...).
 

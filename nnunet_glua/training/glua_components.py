@@ -1,0 +1,245 @@
+"""The parts GLUATrainer composes, built and held outside nnU-Net's training loop.
+
+- the frozen translator and its style bank (global alignment), from :mod:`nnunet_glua.style`
+- the unlabelled target patch loader, from :mod:`nnunet_glua.data`
+- one feature discriminator per tapped decoder stage, its optimizer and GradScaler, from
+  :mod:`nnunet_glua.alignment`
+
+:func:`build_components` also creates what is missing: the preprocessed target data and the translator are made
+on rank 0 only, behind a file lock (several folds may start at once), and every rank waits for them.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from filelock import FileLock
+from torch import autocast, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnunet_glua.alignment.discriminator import FeatureDiscriminator
+from nnunet_glua.alignment.local_mask import valid_feature_locations
+from nnunet_glua.alignment.losses import SOURCE_LABEL, TARGET_LABEL, discriminator_loss
+from nnunet_glua.data.patch_loader import augmentation_settings_from_trainer, make_augmenter, make_patch_loader
+from nnunet_glua.data.target_preprocessing import preprocess_target, target_folder
+from nnunet_glua.data.uda_dataset_info import load_uda_info
+
+
+class AdversarialDivergenceError(RuntimeError):
+    """An adversarial or segmentation loss became NaN/inf or exploded; training stops instead of going on."""
+
+
+def alignment_ramp(progress_epochs: float, ramp_epochs: float) -> float:
+    """Weight multiplier in [0, 1] for the alignment loss: ``exp(-5 (1 - t)^2)`` with ``t = progress / ramp``
+    clipped to [0, 1] (the usual sigmoid-shaped ramp-up), 1 after the ramp, 1 when ``ramp_epochs <= 0``."""
+    if ramp_epochs <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, progress_epochs / ramp_epochs))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+class StageDiscriminators(nn.Module):
+    """One :class:`FeatureDiscriminator` per tapped decoder stage; ``forward(list of features) -> list of scores``.
+
+    A single module so that DDP wraps (and all-reduces) all of them with one reducer.
+    """
+
+    def __init__(self, channels: Sequence[int], spatial_dims: int, width: int, num_layers: int):
+        super().__init__()
+        self.stages = nn.ModuleList(FeatureDiscriminator(c, spatial_dims, width, num_layers) for c in channels)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(features) != len(self.stages):
+            raise ValueError(f"expected features of {len(self.stages)} stages, got {len(features)}")
+        return [d(f) for d, f in zip(self.stages, features)]
+
+
+@dataclass
+class GLUAComponents:
+    """Everything GLUATrainer adds to nnU-Net's trainer state. See the module docstring."""
+
+    device: torch.device
+    translator: Any | None = None
+    translator_checkpoint: str | None = None
+    target_loader: Any | None = None
+    target_cases: tuple[str, ...] = ()
+    discriminator: nn.Module | None = None  # DDP-wrapped under DDP: use it for the discriminator's own update
+    discriminator_module: StageDiscriminators | None = None  # the bare module: gap maps and alignment loss
+    disc_optimizer: torch.optim.Optimizer | None = None
+    disc_scaler: torch.amp.GradScaler | None = None
+    style_rng: torch.Generator = field(default_factory=torch.Generator)
+    settings: dict = field(default_factory=dict)
+
+    # -------------------------------------------------------------- global alignment
+    def translate(self, data: torch.Tensor, probability: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Translate each sample of ``data`` ``(B, C, *spatial)`` to the target style with probability
+        ``probability``; returns the new batch (same shape, dtype, device) and the bool vector of translated
+        samples."""
+        b = data.shape[0]
+        chosen = torch.rand(b, generator=self.style_rng) < probability
+        if chosen.any():
+            idx = chosen.nonzero().flatten().to(data.device)
+            data = data.clone()
+            data[idx] = self.translator.translate_batch(data[idx], generator=self.style_rng)
+        return data, chosen
+
+    # -------------------------------------------------------------- target data
+    def next_target_batch(self) -> dict:
+        return next(self.target_loader)
+
+    # -------------------------------------------------------------- discriminator
+    def update_discriminator(self, source_features: Sequence[torch.Tensor], target_features: Sequence[torch.Tensor],
+                             target_valid_voxels: torch.Tensor, min_valid_fraction: float
+                             ) -> tuple[float, float, float]:
+        """One optimizer step of the discriminators on detached features.
+
+        Source and target go through the (possibly DDP-wrapped) discriminator in one call, concatenated along the
+        batch axis, so DDP's gradient hooks fire once per parameter. Source locations all count as valid (nnU-Net's
+        source batch does not carry the outside-of-image marker); target locations outside the image are skipped.
+        Returns (loss, accuracy on source locations, accuracy on valid target locations).
+        """
+        n_s = source_features[0].shape[0]
+        amp = autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        with amp:
+            scores = self.discriminator([torch.cat((s, t), 0) for s, t in zip(source_features, target_features)])
+            losses, correct_s, correct_t, n_vs, n_vt = [], 0.0, 0.0, 0, 0
+            for sc in scores:
+                s_sc, t_sc = sc[:n_s], sc[n_s:]
+                valid_s = torch.ones_like(s_sc, dtype=torch.bool)
+                valid_t = valid_feature_locations(target_valid_voxels, tuple(t_sc.shape[2:]), min_valid_fraction)
+                losses.append(discriminator_loss(s_sc, t_sc, valid_s, valid_t))
+                threshold = 0.5 * (SOURCE_LABEL + TARGET_LABEL)
+                correct_s += float((s_sc.detach() > threshold).sum())
+                correct_t += float(((t_sc.detach() < threshold) & valid_t).sum())
+                n_vs += valid_s.numel()
+                n_vt += int(valid_t.sum())
+            loss = torch.stack(losses).mean()
+        if self.disc_scaler is not None:
+            self.disc_scaler.scale(loss).backward()
+            self.disc_scaler.step(self.disc_optimizer)
+            self.disc_scaler.update()
+        else:
+            loss.backward()
+            self.disc_optimizer.step()
+        return float(loss.detach()), correct_s / max(1, n_vs), (correct_t / n_vt) if n_vt else float("nan")
+
+    # -------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict:
+        state: dict[str, Any] = {"settings": dict(self.settings), "style_rng": self.style_rng.get_state(),
+                                 "translator_checkpoint": self.translator_checkpoint,
+                                 "translator_identity": getattr(self.translator, "identity_dict", lambda: None)()}
+        if self.discriminator_module is not None:
+            state["discriminator"] = self.discriminator_module.state_dict()
+            state["disc_optimizer"] = self.disc_optimizer.state_dict()
+            state["disc_scaler"] = self.disc_scaler.state_dict() if self.disc_scaler is not None else None
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        saved_settings = state.get("settings", {})
+        changed = {k: (saved_settings[k], v) for k, v in self.settings.items()
+                   if k in saved_settings and saved_settings[k] != v}
+        if changed:
+            raise RuntimeError("the checkpoint was trained with other GLUA settings; resume with the trainer class "
+                               "that wrote it. Differences (checkpoint, now): " + str(changed))
+        saved_id = state.get("translator_identity")
+        now_id = getattr(self.translator, "identity_dict", lambda: None)()
+        if saved_id is not None and now_id is not None and saved_id != now_id:
+            raise RuntimeError(f"the checkpoint was trained with translator {saved_id}, but {now_id} is loaded "
+                               f"now; resuming would mix two target-style generators")
+        self.style_rng.set_state(state["style_rng"])
+        if self.discriminator_module is not None:
+            if "discriminator" not in state:
+                raise RuntimeError("the checkpoint has no feature discriminator state but this trainer aligns features")
+            self.discriminator_module.load_state_dict(state["discriminator"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+            if self.disc_scaler is not None and state.get("disc_scaler") is not None:
+                self.disc_scaler.load_state_dict(state["disc_scaler"])
+
+    def describe(self) -> str:
+        lines = ["GLUA components:"]
+        lines.append(f"  translator: {self.translator_checkpoint or 'off'}")
+        lines.append(f"  target loader: {len(self.target_cases)} unlabelled target cases" if self.target_loader
+                     else "  target loader: off")
+        if self.discriminator_module is not None:
+            n = sum(p.numel() for p in self.discriminator_module.parameters())
+            lines.append(f"  feature discriminators: {len(self.discriminator_module.stages)} stage(s), {n} parameters")
+        lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()))
+        return "\n".join(lines)
+
+    def shutdown(self) -> None:
+        finish = getattr(self.target_loader, "_finish", None)
+        if finish is not None:
+            finish()
+
+
+def _rank_zero_first(trainer, lock_path: Path, work) -> None:
+    """Run ``work()`` on rank 0 under a file lock (other processes, e.g. other folds, may want the same thing),
+    then let every DDP rank continue."""
+    if trainer.local_rank == 0:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path)):
+            work()
+    if trainer.is_ddp:
+        dist.barrier()
+
+
+def build_components(trainer) -> GLUAComponents:
+    """Build the GLUA parts for an initialised ``GLUATrainer`` (network, device, plans, dataset known)."""
+    dataset = trainer.plans_manager.dataset_name
+    plans_identifier = trainer.plans_manager.plans_name
+    configuration = trainer.configuration_name
+    info = load_uda_info(dataset)
+    if info.role != "adaptation":
+        raise RuntimeError(f"{dataset} is a {info.role!r} dataset (dataset.json 'glua' block); "
+                           f"{trainer.__class__.__name__} needs an adaptation dataset with unlabelled target images")
+    target_cases = tuple(info.target_training_cases)
+    leaked = sorted(set(target_cases) & set(info.target_test_cases))
+    if leaked:
+        raise RuntimeError(f"{info.raw_folder / 'dataset.json'}: target test cases {leaked} are also listed as "
+                           f"unlabelled training cases; test data must never be used for training")
+
+    comp = GLUAComponents(device=trainer.device)
+    comp.style_rng.manual_seed(12345 + 1000 * trainer.fold + trainer.local_rank)
+    comp.settings = {k: getattr(trainer, k) for k in (
+        "use_translation", "translate_probability", "use_feature_alignment", "mask_ratio", "soft_mask",
+        "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers")}
+    comp.settings["feature_stages"] = trainer._tap().feature_stages
+    lock = Path(os.environ["nnUNet_results"]) / dataset / f".glua_build_{plans_identifier}_{configuration}.lock"
+
+    if trainer.use_feature_alignment:
+        _rank_zero_first(trainer, lock, lambda: preprocess_target(dataset, configuration, plans_identifier))
+        batch_size = trainer.target_batch_size or max(1, trainer.batch_size // 2)
+        loader = make_patch_loader(target_folder(dataset, configuration, plans_identifier, split="train"),
+                                   trainer.configuration_manager, batch_size=batch_size, identifiers=target_cases,
+                                   forbidden_identifiers=info.target_test_cases,
+                                   settings=augmentation_settings_from_trainer(trainer), trainer=type(trainer))
+        comp.target_loader = make_augmenter(loader, pin_memory=trainer.device.type == "cuda")
+        comp.target_cases = target_cases
+
+        tap = trainer._tap()
+        dims = len(trainer.configuration_manager.patch_size)
+        module = StageDiscriminators(tap.stage_channels(), dims, trainer.disc_width, trainer.disc_layers)
+        module = module.to(trainer.device)
+        comp.discriminator_module = module
+        comp.discriminator = DDP(module, device_ids=[trainer.local_rank]) if trainer.is_ddp else module
+        comp.disc_optimizer = torch.optim.Adam(module.parameters(), lr=trainer.disc_lr, betas=trainer.disc_betas)
+        comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
+
+    if trainer.use_translation:
+        from nnunet_glua.style.integration import ensure_translator, load_translator_for
+
+        checkpoint: list[Path] = []
+        _rank_zero_first(trainer, lock, lambda: checkpoint.append(
+            ensure_translator(dataset, configuration, plans_identifier, iterations=trainer.translator_iterations,
+                              device=trainer.device, log=trainer.print_to_log_file)))
+        comp.translator, comp.translator_checkpoint = load_translator_for(
+            dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
+    return comp

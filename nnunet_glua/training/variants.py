@@ -1,0 +1,60 @@
+"""GLUATrainer variants: ablations and short schedules, each a subclass that changes class attributes only.
+
+| trainer | translation (global) | feature alignment (local) |
+| --- | --- | --- |
+| ``GLUATrainer`` | yes | top ``mask_ratio`` of valid locations |
+| ``GLUATrainer_NoLocalMask`` | yes | every valid location (global feature alignment) |
+| ``GLUATrainer_StyleOnly`` | yes | off |
+| ``GLUATrainer_FeatureOnly`` | off | top ``mask_ratio`` |
+| ``GLUATrainer_SoftMask`` | yes | every valid location, weighted by its gap |
+| ``GLUATrainer_Mask10`` / ``_Mask50`` | yes | top 10 % / 50 % |
+
+``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
+benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
+"""
+from __future__ import annotations
+
+import torch
+
+from nnunet_glua.training.glua_trainer import GLUATrainer
+from nnunet_glua.training.short_schedule import ShortSchedule
+
+
+class GLUATrainer_NoLocalMask(GLUATrainer):
+    mask_ratio = 1.0
+
+
+class GLUATrainer_StyleOnly(GLUATrainer):
+    use_feature_alignment = False
+
+
+class GLUATrainer_FeatureOnly(GLUATrainer):
+    use_translation = False
+
+
+class GLUATrainer_SoftMask(GLUATrainer):
+    soft_mask = True
+
+
+class GLUATrainer_Mask10(GLUATrainer):
+    mask_ratio = 0.1
+
+
+class GLUATrainer_Mask50(GLUATrainer):
+    mask_ratio = 0.5
+
+
+class GLUATrainer_Short(ShortSchedule, GLUATrainer):
+    translator_iterations = 300
+
+
+class GLUATrainer_NoLocalMask_Short(ShortSchedule, GLUATrainer_NoLocalMask):
+    translator_iterations = 300
+
+
+class GLUATrainer_StyleOnly_Short(ShortSchedule, GLUATrainer_StyleOnly):
+    translator_iterations = 300
+
+
+class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
+    pass
