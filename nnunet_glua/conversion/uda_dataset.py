@@ -1,0 +1,710 @@
+"""Writer of the UDA dataset layout shared by every benchmark converter.
+
+Given the scans of two modalities (each a :class:`CaseSource`), a direction (``"MR2CT"``: MR is the labelled
+source, CT the unlabelled target) and the target/source test ids, :func:`write_uda_datasets` builds, under
+``$nnUNet_raw``::
+
+    Dataset{ID}_{NAME}/                    role "adaptation"
+        imagesTr/{case}_0000.nii.gz         source volumes minus the source test ids      (nnU-Net training set)
+        labelsTr/{case}.nii.gz              their labels
+        imagesTargetTr/{case}_0000.nii.gz   target volumes minus the target test ids      (NO labels anywhere)
+        imagesTs/{case}_0000.nii.gz         target test volumes
+        labelsTs/{case}.nii.gz              their labels, for evaluation only
+        dataset.json                        nnU-Net keys + a "glua" block recording the split and the conversion
+        conversion_report.json              per case: inputs, original geometry, reorientation, intensities, labels
+
+and optionally the target-supervised upper bound ``Dataset{UPPER_ID}_{NAME}_TargetSupervised`` (role
+``"target_supervised"``): imagesTr/labelsTr = the labelled target non-test volumes, imagesTs/labelsTs = the same
+target test set; its ``"glua"`` block has the same keys (``source_modality`` is then the target modality and
+``target_training_cases`` is empty). Every volume is brought to the canonical orientation (:mod:`.orientation`) and harmonised
+(:mod:`.intensity`); labels are mapped by the case's :class:`~.labels.LabelMap`. Cases are converted in parallel.
+Both folders are built under temporary names and appear only when everything succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gzip
+import multiprocessing
+import os
+import re
+import struct
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+import nnunet_glua
+from nnunet_glua.conversion.errors import ConversionError
+from nnunet_glua.conversion.intensity import IntensitySettings, harmonise_intensities
+from nnunet_glua.conversion.labels import LabelMap, apply_label_map
+from nnunet_glua.conversion.orientation import CANONICAL_ORIENTATION, require_same_geometry, to_canonical
+from nnunet_glua.io_utils import staged_directory, write_image, write_json
+
+FORMAT_VERSION = 1
+FILE_ENDING = ".nii.gz"
+# nnU-Net maps a channel named "CT" to CTNormalization with the *training set's* (source) statistics, which would
+# then be applied to every target image too. "zscore" makes nnU-Net normalise each image on its own.
+CHANNEL_NAMES = {"0": "zscore"}
+IMAGES_TR, LABELS_TR = "imagesTr", "labelsTr"
+UNLABELLED_TARGET_FOLDER = "imagesTargetTr"
+IMAGES_TS, LABELS_TS = "imagesTs", "labelsTs"
+REPORT_NAME = "conversion_report.json"
+ROLE_ADAPTATION, ROLE_TARGET_SUPERVISED = "adaptation", "target_supervised"
+UPPER_BOUND_SUFFIX = "_TargetSupervised"
+
+DIRECTIONS: dict[str, tuple[str, str]] = {"MR2CT": ("MR", "CT"), "CT2MR": ("CT", "MR")}
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaseSource:
+    """One scan of a public dataset and how to read it.
+
+    ``case_id`` is the output case name (``"mr_1001"``), ``number`` the public id (1001), ``files`` the input
+    paths shown in errors and in the report (keys ``"image"`` and ``"label"``, folders for DICOM data, plus any
+    key the loader needs, e.g. ``"series"``).
+    ``loader(source, with_label)`` returns ``(image, raw_label_or_None)`` as SimpleITK images on the same grid and
+    raises :class:`ConversionError` naming the file at fault; it must be a module-level function (it is pickled
+    to worker processes). ``label_map`` maps the raw label values of this scan's dataset to task labels.
+    """
+
+    case_id: str
+    modality: str
+    number: int
+    files: Mapping[str, str]
+    loader: Callable[["CaseSource", bool], tuple[sitk.Image, "sitk.Image | None"]]
+    label_map: LabelMap
+
+
+def parse_direction(direction: str) -> tuple[str, str]:
+    """``"MR2CT"`` -> ``("MR", "CT")`` (source modality, target modality); case-insensitive."""
+    key = str(direction).upper()
+    if key not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
+    return DIRECTIONS[key]
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Header + voxel bytes a NIfTI-1/-2 file must hold, from its header; ``None`` if it is not NIfTI."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if not 1 <= dims[0] <= 7:
+        return None
+    return offset + int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]])) * bitpix // 8
+
+
+def check_nifti_complete(path: Path, what: str = "image") -> None:
+    """Raise :class:`ConversionError` if a ``.nii``/``.nii.gz`` file is truncated or its gzip stream is corrupt.
+
+    ITK reads a truncated ``.nii.gz`` without complaint (the missing voxels come back as zeros), so the gzip
+    stream is decompressed once here and its length compared with what the header promises.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    try:
+        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as stream:
+            header = stream.read(540)
+            total = len(header)
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConversionError(
+            path, f"{what} file is truncated or corrupt ({err}); re-download or re-export it"
+        ) from None
+    expected = _nifti_expected_bytes(header)
+    if expected is not None and total < expected:
+        raise ConversionError(
+            path, f"{what} file is truncated: its header announces {expected} bytes of header and voxels, the file "
+            f"holds {total}; re-download or re-export it"
+        )
+
+
+def read_volume(path: "str | os.PathLike", what: str = "image") -> sitk.Image:
+    """Read one 3D scalar volume; :class:`ConversionError` naming ``path`` if missing, unreadable or not 3D."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(path, f"{what} file does not exist")
+    check_nifti_complete(path, what)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[-300:]
+        raise ConversionError(
+            path, f"cannot read {what} file (truncated or corrupt? re-download or re-export it): {detail}"
+        ) from None
+    if image.GetDimension() != 3:
+        raise ConversionError(
+            path, f"{what} is {image.GetDimension()}D with size {image.GetSize()}; a 3D volume is required"
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ConversionError(
+            path, f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume "
+            "is required"
+        )
+    return image
+
+
+def load_nifti_pair(source: CaseSource, with_label: bool) -> tuple[sitk.Image, "sitk.Image | None"]:
+    """Loader for scans stored as one image file and one label file (MMWHS, BTCV)."""
+    image = read_volume(source.files["image"], "image")
+    label = read_volume(source.files["label"], "label") if with_label else None
+    return image, label
+
+
+# --- the split ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UdaSplit:
+    """Which scans go where. Lists are sorted by public id."""
+
+    source_modality: str
+    target_modality: str
+    source_training: tuple[CaseSource, ...]
+    source_excluded: tuple[CaseSource, ...]
+    target_training: tuple[CaseSource, ...]
+    target_test: tuple[CaseSource, ...]
+
+
+def split_cases(
+    cases: Mapping[str, Mapping[int, CaseSource]],
+    direction: str,
+    test_ids: Mapping[str, Iterable[int]],
+    modality_folders: Mapping[str, "str | os.PathLike"],
+) -> UdaSplit:
+    """Split the scans of both modalities for ``direction``.
+
+    ``cases[modality][public_id]`` are the available scans, ``test_ids[modality]`` the public ids held out for
+    testing in that modality, ``modality_folders[modality]`` the folder named in errors. Raises
+    :class:`ConversionError` if a modality has no scans, a test id is not present, or no source training / no
+    unlabelled target scan would remain.
+    """
+    source, target = parse_direction(direction)
+    for modality in (source, target):
+        if not cases.get(modality):
+            raise ConversionError(modality_folders[modality], f"no {modality} scans found")
+        wanted = sorted(set(int(i) for i in test_ids.get(modality, ())))
+        missing = [i for i in wanted if i not in cases[modality]]
+        if missing:
+            raise ConversionError(
+                modality_folders[modality],
+                f"requested {modality} test ids {missing} are not present; available ids: "
+                f"{sorted(cases[modality])}. Pass the test ids of your copy of the data "
+                f"(--{modality.lower()}-test-ids).",
+            )
+
+    def pick(modality: str, held_out: bool) -> tuple[CaseSource, ...]:
+        wanted = set(int(i) for i in test_ids.get(modality, ()))
+        return tuple(c for i, c in sorted(cases[modality].items()) if (i in wanted) == held_out)
+
+    split = UdaSplit(source, target, pick(source, False), pick(source, True), pick(target, False), pick(target, True))
+    if not split.source_training:
+        raise ConversionError(
+            modality_folders[source], f"every {source} scan is a test id; no labelled source training scan remains"
+        )
+    if not split.target_training:
+        raise ConversionError(
+            modality_folders[target], f"every {target} scan is a test id; no unlabelled target scan remains for "
+            "adaptation"
+        )
+    return split
+
+
+# --- where the datasets go ----------------------------------------------------------------------------------------
+
+def nnunet_raw_folder() -> Path:
+    """``$nnUNet_raw`` as a path; :class:`ConversionError` if the variable is not set."""
+    value = os.environ.get("nnUNet_raw")
+    if not value:
+        raise ConversionError(
+            None,
+            "the environment variable nnUNet_raw is not set; set it to nnU-Net's raw data folder, e.g. "
+            "export nnUNet_raw=/data/nnUNet_raw",
+        )
+    return Path(value)
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """``Dataset{ID:03d}_{NAME}`` after checking the id (1..999) and the name (letters, digits, _ and -)."""
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset id must be between 1 and 999, got {dataset_id}")
+    if not _DATASET_NAME.match(name):
+        raise ValueError(f"dataset name may hold only letters, digits, '_' and '-', got {name!r}")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def check_dataset_destination(raw: Path, folder_name: str, overwrite: bool) -> Path:
+    """The destination ``raw/folder_name``; raises if the id is taken by another name or the folder exists.
+
+    nnU-Net resolves ``-d ID`` by the ``Dataset{ID:03d}_`` prefix across nnUNet_raw, nnUNet_preprocessed and
+    nnUNet_results and refuses ambiguous ids, so another name with the same id in any of them is an error.
+    """
+    prefix = folder_name[: len("Dataset000_")]
+    roots = [raw] + [Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results") if os.environ.get(v)]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for other in sorted(root.iterdir()):
+            if other.is_dir() and other.name.startswith(prefix) and other.name != folder_name:
+                raise ConversionError(
+                    other,
+                    f"dataset id {int(prefix[7:10])} is already used by this folder; nnU-Net needs ids to be "
+                    f"unique. Choose another id (-d) or remove that dataset.",
+                )
+    destination = raw / folder_name
+    if destination.exists() and not overwrite:
+        raise ConversionError(destination, "dataset folder already exists; pass --overwrite to replace it")
+    return destination
+
+
+def default_num_processes() -> int:
+    """nnU-Net's ``nnUNet_def_n_proc`` if set, else min(4, CPU count): a CT volume takes ~1.5 GB in a worker."""
+    if os.environ.get("nnUNet_def_n_proc"):
+        return max(1, int(os.environ["nnUNet_def_n_proc"]))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# --- per-case conversion (runs in worker processes) ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One scan to convert: which outputs to write (dataset folder key -> relative paths)."""
+
+    source: CaseSource
+    with_label: bool
+    image_outputs: tuple[tuple[str, str], ...]
+    label_outputs: tuple[tuple[str, str], ...]
+    roots: Mapping[str, str]
+    intensity: IntensitySettings
+
+
+def convert_case(job: CaseJob) -> dict[str, Any]:
+    """Read, check, reorient, harmonise and write one scan; returns its conversion record (JSON-ready)."""
+    source = job.source
+    image_path, label_path = source.files.get("image"), source.files.get("label")
+    image, label = source.loader(source, job.with_label)
+    label_record = None
+    if job.with_label:
+        if label is None:
+            raise ConversionError(label_path, "label is required for this scan but the loader returned none")
+        require_same_geometry(image, label, label_path)
+        # mapped in the file's own voxel order, so an error's voxel index refers to the file as stored
+        mapped, label_record = apply_label_map(sitk.GetArrayFromImage(label), source.label_map, label_path)
+        label = sitk.GetImageFromArray(mapped)
+        # the image's header, not the label's: rounding noise within tolerance must not reach nnU-Net's exact checks
+        label.CopyInformation(image)
+
+    canonical, reorientation = to_canonical(image)
+    harmonised, intensity = harmonise_intensities(canonical, source.modality, job.intensity, image_path)
+    warnings = list(intensity.warnings)
+    canonical_label = None
+    if label_record is not None:
+        canonical_label, label_reorientation = to_canonical(label)
+        # identical input grids give identical permutations; checked because alignment is the whole point
+        if label_reorientation.canonical != reorientation.canonical:
+            raise RuntimeError(f"{source.case_id}: image and label were reoriented differently")
+        warnings += label_record.warnings
+
+    outputs: dict[str, list[str]] = {}
+    for key, relative in job.image_outputs:
+        write_image(harmonised, Path(job.roots[key]) / relative)
+        outputs.setdefault(key, []).append(relative)
+    for key, relative in job.label_outputs:
+        write_image(canonical_label, Path(job.roots[key]) / relative)
+        outputs.setdefault(key, []).append(relative)
+
+    return {
+        "case": source.case_id,
+        "modality": source.modality,
+        "public_id": source.number,
+        "source_files": dict(source.files),
+        "label_read": job.with_label,
+        "reorientation": reorientation.to_dict(),
+        "intensity": intensity.to_dict(),
+        "labels": None if label_record is None else label_record.to_dict(),
+        "outputs": outputs,
+        "warnings": warnings,
+    }
+
+
+def _run_job(job: CaseJob) -> tuple[str, Any]:
+    # ConversionError does not survive pickling (its constructor takes two arguments), so send its parts back
+    try:
+        return "ok", convert_case(job)
+    except ConversionError as err:
+        return "error", (err.path, err.problem)
+
+
+def _run_jobs(jobs: Sequence[CaseJob], num_processes: int) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+
+    def handle(result: tuple[str, Any], bar: tqdm) -> None:
+        status, payload = result
+        if status == "error":
+            raise ConversionError(*payload)
+        records.append(payload)
+        for warning in payload["warnings"]:
+            bar.write(f"WARNING {payload['case']}: {warning}")
+
+    with tqdm(total=len(jobs), desc="converting scans", unit="scan") as bar:
+        if num_processes <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                handle(_run_job(job), bar)
+                bar.update()
+        else:
+            # spawn: the parent may have imported torch (nnU-Net); forking a threaded process is unsafe
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(min(num_processes, len(jobs))) as pool:
+                for result in pool.imap_unordered(_run_job, jobs):
+                    handle(result, bar)  # the first error leaves the with-block, which terminates the pool
+                    bar.update()
+    return sorted(records, key=lambda r: r["case"])
+
+
+# --- the datasets -------------------------------------------------------------------------------------------------
+
+@dataclass
+class UdaConversion:
+    """Everything :func:`write_uda_datasets` needs for one benchmark conversion.
+
+    ``labels`` is the task's dataset.json ``"labels"`` (every case's label map must produce exactly these),
+    ``inputs`` the input folders (for the report), ``description``/``reference``/``licence`` go to dataset.json.
+    """
+
+    benchmark: str
+    direction: str
+    split: UdaSplit
+    labels: dict[str, int]
+    dataset_id: int
+    dataset_name: str
+    upper_bound_id: int | None = None
+    upper_bound_name: str | None = None
+    intensity: IntensitySettings = field(default_factory=IntensitySettings)
+    inputs: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    reference: str = ""
+    licence: str = "see the licence of the original dataset"
+
+
+def _plan_jobs(conv: UdaConversion, roots: Mapping[str, str]) -> list[CaseJob]:
+    adapt, upper = "adaptation", "upper_bound"
+    with_upper = upper in roots
+    split = conv.split
+    jobs = []
+
+    def job(source: CaseSource, images: list[tuple[str, str]], labels: list[tuple[str, str]]) -> CaseJob:
+        return CaseJob(source, bool(labels), tuple(images), tuple(labels), dict(roots), conv.intensity)
+
+    def image_file(folder: str, case: CaseSource) -> str:
+        return f"{folder}/{case.case_id}_0000{FILE_ENDING}"
+
+    def label_file(folder: str, case: CaseSource) -> str:
+        return f"{folder}/{case.case_id}{FILE_ENDING}"
+
+    for case in split.source_training:
+        jobs.append(job(case, [(adapt, image_file(IMAGES_TR, case))], [(adapt, label_file(LABELS_TR, case))]))
+    for case in split.target_training:
+        images = [(adapt, image_file(UNLABELLED_TARGET_FOLDER, case))]
+        labels = []
+        if with_upper:
+            images.append((upper, image_file(IMAGES_TR, case)))
+            labels.append((upper, label_file(LABELS_TR, case)))
+        jobs.append(job(case, images, labels))
+    for case in split.target_test:
+        images = [(adapt, image_file(IMAGES_TS, case))]
+        labels = [(adapt, label_file(LABELS_TS, case))]
+        if with_upper:
+            images.append((upper, image_file(IMAGES_TS, case)))
+            labels.append((upper, label_file(LABELS_TS, case)))
+        jobs.append(job(case, images, labels))
+    return jobs
+
+
+def _ids(cases: Iterable[CaseSource]) -> list[str]:
+    return [c.case_id for c in cases]
+
+
+def _label_map_block(conv: UdaConversion) -> dict[str, Any]:
+    split = conv.split
+    per_modality: dict[str, Any] = {}
+    for cases in (split.source_training, split.target_test, split.target_training):
+        for case in cases:
+            per_modality.setdefault(case.modality, case.label_map.to_dict())
+    return {"labels": dict(conv.labels), "per_modality": per_modality}
+
+
+def _intensity_block(conv: UdaConversion) -> dict[str, Any]:
+    s = conv.intensity
+    return {
+        **s.to_dict(),
+        "body_mask": (
+            f"CT: > {s.ct_body_threshold:g} HU; MR: > {s.mr_otsu_scale:g} x Otsu threshold of log intensities; "
+            "then largest connected component, holes filled in 3D and per axial slice"
+        ),
+        "clipping": f"{s.lower_percentile:g} / {s.upper_percentile:g} percentiles computed inside the body mask",
+        "mapping": f"body linearly to [{s.output_min:g}, {s.output_max:g}] (float32), outside the body exactly 0",
+    }
+
+
+def _dataset_json(conv: UdaConversion, role: str, folder_names: Mapping[str, str]) -> dict[str, Any]:
+    split = conv.split
+    if role == ROLE_ADAPTATION:
+        training = split.source_training
+        glua_roles = {
+            "source_modality": split.source_modality,
+            "target_modality": split.target_modality,
+            "role": ROLE_ADAPTATION,
+            "unlabelled_target_folder": UNLABELLED_TARGET_FOLDER,
+            "source_training_cases": _ids(split.source_training),
+            "excluded_source_test_cases": _ids(split.source_excluded),
+            "target_training_cases": _ids(split.target_training),
+            "upper_bound_dataset": folder_names.get("upper_bound"),
+        }
+        description = (
+            f"{conv.benchmark} unsupervised domain adaptation {split.source_modality} -> {split.target_modality}: "
+            f"imagesTr/labelsTr = labelled {split.source_modality} (source), {UNLABELLED_TARGET_FOLDER} = "
+            f"unlabelled {split.target_modality} (target), imagesTs with labels in {LABELS_TS} = "
+            f"{split.target_modality} test set (evaluation only)."
+        )
+    else:
+        # the upper bound trains on labelled target scans: its "source" (the imagesTr modality) is the target
+        training = split.target_training
+        glua_roles = {
+            "source_modality": split.target_modality,
+            "target_modality": split.target_modality,
+            "role": ROLE_TARGET_SUPERVISED,
+            # kept for a uniform schema; this dataset has no unlabelled scans, so the folder is not created
+            "unlabelled_target_folder": UNLABELLED_TARGET_FOLDER,
+            "source_training_cases": _ids(split.target_training),
+            "excluded_source_test_cases": [],
+            "target_training_cases": [],
+            "adaptation_dataset": folder_names["adaptation"],
+        }
+        description = (
+            f"{conv.benchmark} target-supervised upper bound for {conv.direction}: imagesTr/labelsTr = labelled "
+            f"{split.target_modality} training scans, imagesTs/{LABELS_TS} = the same {split.target_modality} test "
+            f"set as {folder_names['adaptation']}."
+        )
+    glua = {
+        "format_version": FORMAT_VERSION,
+        "benchmark": conv.benchmark,
+        "direction": conv.direction,
+        **glua_roles,
+        "target_test_images_folder": IMAGES_TS,
+        "target_test_labels_folder": LABELS_TS,
+        "target_test_cases": _ids(split.target_test),
+        "canonical_orientation": CANONICAL_ORIENTATION,
+        "intensity": _intensity_block(conv),
+        "label_map": _label_map_block(conv),
+        "conversion_report": REPORT_NAME,
+    }
+    return {
+        "name": folder_names["adaptation" if role == ROLE_ADAPTATION else "upper_bound"],
+        "description": (description + " " + conv.description).strip(),
+        "reference": conv.reference,
+        "licence": conv.licence,
+        "channel_names": dict(CHANNEL_NAMES),
+        "labels": dict(conv.labels),
+        "numTraining": len(training),
+        "file_ending": FILE_ENDING,
+        "glua": glua,
+    }
+
+
+def _report(conv: UdaConversion, key: str, records: Sequence[dict[str, Any]], dataset_json: dict) -> dict[str, Any]:
+    cases = {}
+    for record in records:
+        if key not in record["outputs"]:
+            continue
+        entry = {**record, "outputs": record["outputs"][key]}
+        if not any(Path(p).parts[0] in (LABELS_TR, LABELS_TS) for p in entry["outputs"]):
+            # label facts of a scan that is unlabelled in this dataset (read only for the upper bound) stay out
+            entry["labels"] = None
+            entry["warnings"] = list(record["intensity"]["warnings"])
+        cases[record["case"]] = entry
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "nnunet_glua_version": nnunet_glua.__version__,
+        "dataset": dataset_json["name"],
+        "benchmark": conv.benchmark,
+        "direction": conv.direction,
+        "role": dataset_json["glua"]["role"],
+        "inputs": dict(conv.inputs),
+        "canonical_orientation": CANONICAL_ORIENTATION,
+        "intensity_settings": conv.intensity.to_dict(),
+        "summary": summarise(cases.values()),
+        "cases": cases,
+    }
+
+
+def summarise(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate of case records: reorientations, stray label values, warnings (used in the report and printout)."""
+    records = list(records)
+    changes = Counter(
+        f"{r['reorientation']['original_orientation']} -> {r['reorientation']['canonical_orientation']}"
+        for r in records
+        if r["reorientation"]["changed"]
+    )
+    strays = {
+        r["case"]: r["labels"]["stray_values"] for r in records if r["labels"] and r["labels"]["stray_values"]
+    }
+    fractions = [r["intensity"]["body_fraction"] for r in records]
+    return {
+        "num_scans": len(records),
+        "num_reoriented": sum(changes.values()),
+        "reorientations": dict(changes),
+        "body_fraction_range": [min(fractions), max(fractions)] if fractions else None,
+        "stray_label_values": strays,
+        "warnings": {r["case"]: r["warnings"] for r in records if r["warnings"]},
+    }
+
+
+def format_summary(dataset_json: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """Multi-line text for the console: what was written and what was changed."""
+    glua = dataset_json["glua"]
+    lines = [f"{dataset_json['name']} ({glua['role']}, {glua['direction']}):"]
+    lines.append(
+        f"  {IMAGES_TR}/{LABELS_TR}: {len(glua['source_training_cases'])} labelled {glua['source_modality']} scans"
+    )
+    if glua["role"] == ROLE_ADAPTATION:
+        lines.append(
+            f"  {glua['unlabelled_target_folder']}: {len(glua['target_training_cases'])} unlabelled "
+            f"{glua['target_modality']} scans (no labels written)"
+        )
+    lines.append(f"  {IMAGES_TS}/{LABELS_TS}: {len(glua['target_test_cases'])} {glua['target_modality']} test scans")
+    if glua["excluded_source_test_cases"]:
+        lines.append(f"  left out (source test ids): {', '.join(glua['excluded_source_test_cases'])}")
+    if summary["num_reoriented"]:
+        details = ", ".join(f"{k}: {v}" for k, v in summary["reorientations"].items())
+        lines.append(
+            f"  orientation: {summary['num_reoriented']} of {summary['num_scans']} scans re-indexed to "
+            f"{CANONICAL_ORIENTATION} ({details}); no interpolation, spacing kept"
+        )
+    else:
+        lines.append(f"  orientation: all {summary['num_scans']} scans were already {CANONICAL_ORIENTATION}")
+    intensity = glua["intensity"]
+    lines.append(f"  intensity: body mask ({intensity['body_mask']}); {intensity['clipping']}; {intensity['mapping']}")
+    if summary["body_fraction_range"]:
+        low, high = summary["body_fraction_range"]
+        lines.append(f"  body fraction of the volume: {100 * low:.1f}% .. {100 * high:.1f}%")
+    for case, strays in summary["stray_label_values"].items():
+        for value, info in strays.items():
+            lines.append(
+                f"  STRAY LABEL VALUE {case}: {value} ({info['voxels']} voxels) treated as {info['treated_as']}"
+            )
+    num_warnings = sum(len(w) for w in summary["warnings"].values())
+    if num_warnings:
+        lines.append(f"  {num_warnings} warnings, see {REPORT_NAME}")
+    return "\n".join(lines)
+
+
+def write_uda_datasets(conv: UdaConversion, overwrite: bool = False, num_processes: int | None = None) -> Path:
+    """Convert all scans of ``conv`` and write the adaptation dataset (and the upper bound if requested).
+
+    Returns the adaptation dataset folder. Raises :class:`ConversionError` on bad input; then no dataset folder
+    is created or changed. With ``num_processes`` > 1 the workers are started with the ``spawn`` method, so a
+    script that calls this needs the usual ``if __name__ == "__main__":`` guard.
+    """
+    raw = nnunet_raw_folder()
+    names = {"adaptation": dataset_folder_name(conv.dataset_id, conv.dataset_name)}
+    if conv.upper_bound_id is not None:
+        if int(conv.upper_bound_id) == int(conv.dataset_id):
+            raise ValueError(f"the upper-bound dataset id must differ from the dataset id {conv.dataset_id}")
+        names["upper_bound"] = dataset_folder_name(
+            conv.upper_bound_id, conv.upper_bound_name or conv.dataset_name + UPPER_BOUND_SUFFIX
+        )
+    for case in (*conv.split.source_training, *conv.split.target_training, *conv.split.target_test):
+        if case.label_map.labels != conv.labels:
+            raise ValueError(f"{case.case_id}: label map {case.label_map.name} does not produce labels {conv.labels}")
+    destinations = {key: check_dataset_destination(raw, name, overwrite) for key, name in names.items()}
+    num_processes = default_num_processes() if num_processes is None else int(num_processes)
+
+    with contextlib.ExitStack() as stack:
+        roots = {
+            key: stack.enter_context(staged_directory(dest, overwrite=overwrite)) for key, dest in destinations.items()
+        }
+        for root in roots.values():
+            for folder in (IMAGES_TR, LABELS_TR, IMAGES_TS, LABELS_TS):
+                (root / folder).mkdir()
+        (roots["adaptation"] / UNLABELLED_TARGET_FOLDER).mkdir()
+        records = _run_jobs(_plan_jobs(conv, {k: str(v) for k, v in roots.items()}), num_processes)
+        texts = []
+        for key, root in roots.items():
+            role = ROLE_ADAPTATION if key == "adaptation" else ROLE_TARGET_SUPERVISED
+            dataset_json = _dataset_json(conv, role, names)
+            report = _report(conv, key, records, dataset_json)
+            write_json(dataset_json, root / "dataset.json")
+            write_json(report, root / REPORT_NAME)
+            texts.append(format_summary(dataset_json, report["summary"]))
+    for text in texts:
+        print(text)
+    print(f"written to {', '.join(str(d) for d in destinations.values())}")
+    return destinations["adaptation"]
+
+
+# --- command-line helpers shared by the converters ----------------------------------------------------------------
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_ct_test: Sequence[int], default_mr_test: Sequence[int]) -> None:
+    """Options every converter CLI has (direction, ids, test ids, intensity knobs, overwrite, processes)."""
+    parser.add_argument("--direction", required=True, type=str.upper, choices=sorted(DIRECTIONS),
+                        help="MR2CT: MR is the labelled source, CT the unlabelled target; CT2MR the reverse")
+    parser.add_argument("-d", "--dataset-id", type=int, required=True,
+                        help="nnU-Net dataset id of the adaptation dataset (1..999)")
+    parser.add_argument("--name", default=None, help="dataset name (default: <benchmark>_<direction>)")
+    parser.add_argument("--ct-test-ids", type=int, nargs="*", default=list(default_ct_test),
+                        help=f"public CT ids held out for testing (default: {' '.join(map(str, default_ct_test))})")
+    parser.add_argument("--mr-test-ids", type=int, nargs="*", default=list(default_mr_test),
+                        help=f"public MR ids held out for testing (default: {' '.join(map(str, default_mr_test))})")
+    parser.add_argument("--upper-bound-id", type=int, default=None,
+                        help="also write the target-supervised upper-bound dataset with this id "
+                             f"(name <name>{UPPER_BOUND_SUFFIX}; same target test set)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing dataset folders of the same name")
+    parser.add_argument("-np", "--num-processes", type=int, default=None,
+                        help="parallel worker processes (default: $nnUNet_def_n_proc, else min(4, CPUs))")
+    defaults = IntensitySettings()
+    group = parser.add_argument_group("intensity harmonisation")
+    group.add_argument("--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       default=[defaults.lower_percentile, defaults.upper_percentile],
+                       help="percentiles computed inside the body mask that every volume is clipped to "
+                            "(default: %(default)s)")
+    group.add_argument("--output-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=[defaults.output_min, defaults.output_max],
+                       help="range the clipped body is mapped to; outside the body is 0 (default: %(default)s)")
+    group.add_argument("--ct-body-threshold", type=float, default=defaults.ct_body_threshold,
+                       help="CT body mask: voxels above this HU value (default: %(default)s)")
+    group.add_argument("--mr-otsu-scale", type=float, default=defaults.mr_otsu_scale,
+                       help="MR body mask: voxels above this factor times Otsu's threshold of the log intensities "
+                            "(default: %(default)s)")
+
+
+def intensity_settings_from_args(args: argparse.Namespace) -> IntensitySettings:
+    """The :class:`IntensitySettings` chosen with the options of :func:`add_common_arguments`."""
+    return IntensitySettings(
+        lower_percentile=args.clip_percentiles[0],
+        upper_percentile=args.clip_percentiles[1],
+        output_min=args.output_range[0],
+        output_max=args.output_range[1],
+        ct_body_threshold=args.ct_body_threshold,
+        mr_otsu_scale=args.mr_otsu_scale,
+    )
