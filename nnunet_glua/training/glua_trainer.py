@@ -31,24 +31,21 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import autocast
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_glua.alignment.discriminator import FeatureDiscriminator
 from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_fraction_mask, valid_feature_locations
-from nnunet_glua.alignment.losses import discriminator_loss, masked_alignment_loss
+from nnunet_glua.alignment.losses import masked_alignment_loss
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
+from nnunet_glua.training.short_schedule import SeededTrainer
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
                                                   build_components)
 
@@ -59,7 +56,7 @@ _LOG_KEYS = ("glua_seg_loss", "glua_align_loss", "glua_disc_loss", "glua_align_w
              "glua_disc_acc_source", "glua_disc_acc_target", "glua_translated_fraction")
 
 
-class GLUATrainer(nnUNetTrainer):
+class GLUATrainer(SeededTrainer):
     """nnU-Net trainer with global (style transfer) and local (masked feature adversarial) alignment."""
 
     # --- global alignment ---
@@ -226,6 +223,7 @@ class GLUATrainer(nnUNetTrainer):
                 self.min_valid_fraction)
             disc_loss_value = float(disc_loss)
 
+        seg_loss, align_loss = seg_loss.detach(), align_loss.detach()
         self._check_finite(seg_loss, align_loss, disc_loss_value)
         self._step_in_epoch += 1
         return {"loss": seg_loss.detach().cpu().numpy(), "glua_seg_loss": float(seg_loss),

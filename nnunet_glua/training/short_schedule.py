@@ -1,12 +1,48 @@
-"""Short schedules for CPU demos, tests and quick checks.
+"""Source-only trainers, seeding and short schedules (for CPU demos, tests and benchmarks).
 
 nnU-Net's convention: a variant is a subclass that changes class attributes. The constructor signature must
 stay exactly nnU-Net's because nnU-Net records ``locals()`` of it in its checkpoints.
 """
 from __future__ import annotations
 
+import os
+import random
+
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+SEED_ENV = "GLUA_SEED"
+
+
+def seed_from_environment() -> int | None:
+    """Seed torch, numpy and random from ``$GLUA_SEED`` when it is set; returns the seed (None when unset).
+
+    nnU-Net itself is unseeded and its augmentation workers stay non-deterministic, so a seed makes repetitions
+    of an experiment distinct and labelled (the benchmark reports medians over seeds), not bit-identical.
+    """
+    value = os.environ.get(SEED_ENV)
+    if value is None or value == "":
+        return None
+    try:
+        seed = int(value)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV} must be an integer, got {value!r}") from None
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+class SeededTrainer(nnUNetTrainer):
+    """nnU-Net's trainer, seeded from ``$GLUA_SEED`` (see :func:`seed_from_environment`)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.seed = seed_from_environment()
+        if self.seed is not None:
+            self.print_to_log_file(f"{SEED_ENV}={self.seed}")
 
 
 class ShortSchedule:
@@ -26,5 +62,10 @@ class ShortSchedule:
         self.num_val_iterations_per_epoch = self.num_val_iterations_short
 
 
-class SourceOnlyTrainer_Short(ShortSchedule, nnUNetTrainer):
-    """Plain nnU-Net on the source domain (the lower bound of an adaptation experiment), short schedule."""
+class SourceOnlyTrainer(SeededTrainer):
+    """Plain nnU-Net on the source domain: the lower bound of an adaptation experiment (and, trained on the
+    target-supervised dataset, the upper bound)."""
+
+
+class SourceOnlyTrainer_Short(ShortSchedule, SourceOnlyTrainer):
+    """:class:`SourceOnlyTrainer` with the short schedule."""

@@ -14,10 +14,12 @@ benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer
 """
 from __future__ import annotations
 
-import torch
-
 from nnunet_glua.training.glua_trainer import GLUATrainer
 from nnunet_glua.training.short_schedule import ShortSchedule
+
+__all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
+           "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
+           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short"]
 
 
 class GLUATrainer_NoLocalMask(GLUATrainer):

@@ -1,0 +1,173 @@
+"""GLUATrainer through nnU-Net's trainer API on a tiny planned dataset (CPU): steps, logging, checkpoints,
+resume, export to plain nnU-Net, and the structural guards against target-label leakage."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from tiny_dataset import plan_and_preprocess, write_tiny_uda_dataset
+
+DATASET_ID = 971
+
+
+@pytest.fixture(scope="module")
+def planned_dataset(session_root):
+    raw = Path(os.environ["nnUNet_raw"])
+    folder = write_tiny_uda_dataset(raw, DATASET_ID, name="GLUATrainerTiny")
+    plan_and_preprocess(DATASET_ID, configurations=("3d_fullres", "2d"))
+    return folder
+
+
+@pytest.fixture
+def single_threaded_augmentation(monkeypatch):
+    # planning dies with nnUNet_n_proc_DA=0 (nnU-Net sets torch threads from it), training is fine and deterministic
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+
+
+def _plans_and_json(dataset_folder: Path):
+    pre = Path(os.environ["nnUNet_preprocessed"]) / dataset_folder.name
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False
+    return plans, json.loads((pre / "dataset.json").read_text())
+
+
+def _make(trainer_cls, dataset_folder: Path, configuration: str = "3d_fullres", fold: int = 0, **attrs):
+    plans, dataset_json = _plans_and_json(dataset_folder)
+    trainer = trainer_cls(copy.deepcopy(plans), configuration, fold, dataset_json, torch.device("cpu"))
+    for k, v in attrs.items():
+        setattr(trainer, k, v)
+    return trainer
+
+
+def _short_feature_trainer():
+    from nnunet_glua.training.variants import GLUATrainer_FeatureOnly_Short
+
+    class Tiny(GLUATrainer_FeatureOnly_Short):
+        num_epochs_short = 1
+        num_iterations_short = 3
+        num_val_iterations_short = 1
+        lambda_align = 0.1
+        align_rampup_epochs = 0  # full weight from the first step: the test checks the alignment is active
+    return Tiny
+
+
+def test_feature_alignment_trains_logs_and_selects_the_mask_fraction(planned_dataset, single_threaded_augmentation):
+    trainer = _make(_short_feature_trainer(), planned_dataset)
+    trainer.run_training()
+    log = trainer.logger.local_logger.my_fantastic_logging
+    for key in ("glua_align_loss", "glua_disc_loss", "glua_mask_fraction", "glua_align_weight"):
+        assert len(log[key]) == 1 and np.isfinite(log[key][0]), key
+    # ceil(rho * n_valid) of the valid locations per sample: within one location of rho
+    assert log["glua_mask_fraction"][0] == pytest.approx(trainer.mask_ratio, abs=0.02)
+    assert log["glua_align_weight"][0] == pytest.approx(trainer.lambda_align)
+    final = Path(trainer.output_folder) / "checkpoint_final.pth"
+    ckpt = torch.load(final, map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == "Tiny"
+    glua = ckpt["glua"]
+    assert glua["format_version"] == 1 and "discriminator" in glua and "disc_optimizer" in glua
+    assert glua["settings"]["mask_ratio"] == trainer.mask_ratio
+    # the network's state dict is nnU-Net's: same keys as the bare U-Net
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    bare = nnUNetTrainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
+                                                    1, 3, True)
+    assert set(ckpt["network_weights"]) == set(bare.state_dict())
+
+
+def test_resume_restores_discriminator_optimizer_and_style_state(planned_dataset, single_threaded_augmentation):
+    first = _make(_short_feature_trainer(), planned_dataset, fold=1)
+    first.run_training()
+    ckpt_path = str(Path(first.output_folder) / "checkpoint_final.pth")
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["glua"]
+
+    resumed = _make(_short_feature_trainer(), planned_dataset, fold=1)
+    resumed.load_checkpoint(ckpt_path)  # what `nnUNetv2_train ... --c` does before run_training
+    resumed.on_train_start()
+    try:
+        comp = resumed.components
+        for k, v in saved["discriminator"].items():
+            assert torch.equal(comp.discriminator_module.state_dict()[k], v), k
+        opt_state = comp.disc_optimizer.state_dict()["state"]
+        assert opt_state and all(torch.equal(opt_state[i]["exp_avg"], saved["disc_optimizer"]["state"][i]["exp_avg"])
+                                 for i in opt_state)
+        assert torch.equal(comp.style_rng.get_state(), saved["style_rng"])
+        assert resumed.current_epoch == first.num_epochs
+    finally:
+        resumed.on_train_end()
+
+
+def test_resume_refuses_other_glua_settings(planned_dataset, single_threaded_augmentation):
+    first = _make(_short_feature_trainer(), planned_dataset, fold=2)
+    first.run_training()
+    ckpt_path = str(Path(first.output_folder) / "checkpoint_final.pth")
+    other = _make(_short_feature_trainer(), planned_dataset, fold=2, mask_ratio=0.5)
+    other.load_checkpoint(ckpt_path)
+    with pytest.raises(RuntimeError, match="other GLUA settings"):
+        other.on_train_start()
+    other.components = None
+
+
+def test_two_dimensional_configuration_trains(planned_dataset, single_threaded_augmentation):
+    trainer = _make(_short_feature_trainer(), planned_dataset, configuration="2d")
+    trainer.run_training()
+    assert np.isfinite(trainer.logger.local_logger.my_fantastic_logging["glua_align_loss"][0])
+
+
+def test_cascade_is_refused_with_a_clear_message(planned_dataset):
+    from nnunet_glua.training.glua_trainer import GLUATrainer
+    plans, dataset_json = _plans_and_json(planned_dataset)
+    plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    with pytest.raises(RuntimeError, match="cascade"):
+        GLUATrainer(plans, "3d_cascade_fullres", 0, dataset_json, torch.device("cpu"))
+
+
+def test_target_test_labels_never_reach_training(planned_dataset, single_threaded_augmentation, monkeypatch):
+    """Two seeded runs, the second with the target test labels replaced by noise: identical weights."""
+    monkeypatch.setenv("GLUA_SEED", "7")
+    labels_ts = planned_dataset / "labelsTs"
+    backup = planned_dataset.parent / "labelsTs_backup"
+    weights = []
+    shutil.copytree(labels_ts, backup)
+    try:
+        for run in range(2):
+            if run == 1:
+                rng = np.random.default_rng(0)
+                for f in labels_ts.glob("*.nii.gz"):
+                    ref = sitk.ReadImage(str(f))
+                    noise = sitk.GetImageFromArray(rng.integers(0, 3, sitk.GetArrayFromImage(ref).shape, np.uint8))
+                    noise.CopyInformation(ref)
+                    sitk.WriteImage(noise, str(f))
+            trainer = _make(_short_feature_trainer(), planned_dataset, fold=3)
+            trainer.run_training()
+            weights.append({k: v.clone() for k, v in trainer._tap().state_dict().items()})
+    finally:
+        shutil.rmtree(labels_ts)
+        shutil.move(backup, labels_ts)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_exported_model_predicts_with_plain_nnunet(planned_dataset, single_threaded_augmentation, tmp_path):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunet_glua.inference.export import export_for_plain_nnunet
+
+    trainer = _make(_short_feature_trainer(), planned_dataset, fold=4)
+    trainer.run_training()
+    exported = export_for_plain_nnunet(trainer.output_folder_base, tmp_path / "plain", folds=[4])
+    assert torch.load(exported / "fold_4" / "checkpoint_final.pth", weights_only=False)["trainer_name"] == \
+        "nnUNetTrainer"
+    # plain nnU-Net, with no access to the plugin's trainers
+    os.environ.pop("nnUNet_extTrainer", None)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device("cpu"),
+                                perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(exported), use_folds=(4,))
+    image = str(planned_dataset / "imagesTs" / "tst_000_0000.nii.gz")
+    seg = predictor.predict_from_files([[image]], None, save_probabilities=False, overwrite=True,
+                                       num_processes_preprocessing=1, num_processes_segmentation_export=1)
+    assert seg[0].shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
