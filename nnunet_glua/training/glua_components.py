@@ -229,7 +229,11 @@ def build_components(trainer) -> GLUAComponents:
         module = StageDiscriminators(tap.stage_channels(), dims, trainer.disc_width, trainer.disc_layers)
         module = module.to(trainer.device)
         comp.discriminator_module = module
-        comp.discriminator = DDP(module, device_ids=[trainer.local_rank]) if trainer.is_ddp else module
+        if trainer.is_ddp:
+            device_ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+            comp.discriminator = DDP(module, device_ids=device_ids)
+        else:
+            comp.discriminator = module
         comp.disc_optimizer = torch.optim.Adam(module.parameters(), lr=trainer.disc_lr, betas=trainer.disc_betas)
         comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
 
