@@ -1,0 +1,444 @@
+"""glua_benchmark: rows, seeds, medians, gap closed, resuming, dry-run command lines, upper-bound preparation
+and provenance, with a fake command runner standing in for nnU-Net (no training happens here).
+
+The fake predictions are the test labels with the top ``k`` z-slices of every 4x4x4 structure removed, so each
+row and seed has a known Dice: 2 (64 - 16 k) / (128 - 16 k).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_glua.evaluation import benchmark as bm
+from nnunet_glua.evaluation.metrics import ClassSummary, Statistic, Summary
+from nnunet_glua.paths import EXT_TRAINER_ENV
+
+ADAPT_ID, UPPER_ID, NO_UPPER_ID = 941, 942, 943
+ADAPT = f"Dataset{ADAPT_ID}_BenchTiny"
+UPPER = f"Dataset{UPPER_ID}_BenchTiny_TargetSupervised"
+NO_UPPER = f"Dataset{NO_UPPER_ID}_BenchNoUpper"
+LABELS = {"background": 0, "alpha": 1, "beta": 2}
+TEST_CASES = ["tst_000", "tst_001"]
+SOURCE_CASES = ["src_000", "src_001"]
+UPPER_TRAIN_CASES = ["ub_000", "ub_001"]
+SEEDS = (0, 1, 2)
+# top z-slices removed from every structure, per row and seed
+K = {
+    "source-only": (3, 2, 3),
+    "glua": (1, 2, 1),
+    "target-supervised": (0, 0, 1),
+    "glua-no-local-mask": (2, 2, 2),
+    "glua-style-only": (2, 3, 2),
+    "glua-feature-only": (2, 1, 1),
+}
+CUBES = {1: (2, 2, 2), 2: (9, 8, 6)}  # label -> (z, y, x) corner of its 4x4x4 cube
+
+
+def dice_for(k: int) -> float:
+    return 2 * (64 - 16 * k) / (128 - 16 * k)
+
+
+def reference(case_index: int) -> np.ndarray:
+    seg = np.zeros((16, 16, 16), np.uint8)
+    for label, (z, y, x) in CUBES.items():
+        seg[z:z + 4, y:y + 4, x + case_index:x + case_index + 4] = label
+    return seg
+
+
+def write_volume(array: np.ndarray, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 1.5))
+    image.SetOrigin((10.0, -4.0, 2.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def write_raw_dataset(name: str, role: str, training: list[str], glua_extra: dict) -> Path:
+    folder = Path(os.environ["nnUNet_raw"]) / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    rng = np.random.default_rng(0)
+    for i, case in enumerate(training):
+        write_volume(rng.normal(size=(16, 16, 16)).astype(np.float32), folder / "imagesTr" / f"{case}_0000.nii.gz")
+        write_volume(reference(i), folder / "labelsTr" / f"{case}.nii.gz")
+    for i, case in enumerate(TEST_CASES):
+        write_volume(rng.normal(size=(16, 16, 16)).astype(np.float32), folder / "imagesTs" / f"{case}_0000.nii.gz")
+        write_volume(reference(i), folder / "labelsTs" / f"{case}.nii.gz")
+    dataset_json = {
+        "name": name, "channel_names": {"0": "MR"}, "labels": LABELS, "numTraining": len(training),
+        "file_ending": ".nii.gz",
+        "glua": {"role": role, "source_modality": "MR", "target_modality": "CT", "direction": "MR2CT",
+                 "target_test_images_folder": "imagesTs", "target_test_labels_folder": "labelsTs",
+                 "target_test_cases": TEST_CASES, "source_training_cases": training, **glua_extra},
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return folder
+
+
+def write_plans(dataset_name: str) -> Path:
+    path = Path(os.environ["nnUNet_preprocessed"]) / dataset_name / "nnUNetPlans.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plans = {"dataset_name": dataset_name, "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
+             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres",
+                                               "patch_size": [16, 16, 16], "spacing": [1.5, 0.8, 0.8]}}}
+    path.write_text(json.dumps(plans, indent=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    write_raw_dataset(ADAPT, "adaptation", SOURCE_CASES, {"upper_bound_dataset": UPPER})
+    write_raw_dataset(UPPER, "target_supervised", UPPER_TRAIN_CASES, {"adaptation_dataset": ADAPT})
+    write_raw_dataset(NO_UPPER, "adaptation", SOURCE_CASES, {"upper_bound_dataset": None})
+    for name in (ADAPT, NO_UPPER):
+        write_plans(name)
+    upper_pre = Path(os.environ["nnUNet_preprocessed"]) / UPPER
+    if upper_pre.exists():
+        shutil.rmtree(upper_pre)
+    with pytest.MonkeyPatch.context() as mp:
+        # run_benchmark registers the plugin's trainer folder; keep that out of the other test modules
+        mp.setenv(EXT_TRAINER_ENV, os.environ.get(EXT_TRAINER_ENV, ""))
+        yield
+
+
+class FakeNnUNet:
+    """Stands in for nnU-Net's commands: writes what each would write, and records every call."""
+
+    def __init__(self):
+        self.calls: list[bm.Command] = []
+
+    @staticmethod
+    def option(command: bm.Command, flag: str) -> str:
+        return command.argv[command.argv.index(flag) + 1]
+
+    def __call__(self, command: bm.Command) -> None:
+        self.calls.append(command)
+        pre = Path(os.environ["nnUNet_preprocessed"])
+        name = command.program
+        if name == "nnUNetv2_extract_fingerprint":
+            (pre / UPPER).mkdir(parents=True, exist_ok=True)
+            (pre / UPPER / "dataset_fingerprint.json").write_text("{}")
+        elif name == "nnUNetv2_move_plans_between_datasets":
+            plans = json.loads((pre / ADAPT / "nnUNetPlans.json").read_text())
+            plans["dataset_name"] = UPPER
+            (pre / UPPER / "nnUNetPlans.json").write_text(json.dumps(plans))
+        elif name == "nnUNetv2_preprocess":
+            data, gt = pre / UPPER / "nnUNetPlans_3d_fullres", pre / UPPER / "gt_segmentations"
+            data.mkdir(parents=True, exist_ok=True)
+            gt.mkdir(parents=True, exist_ok=True)
+            for case in UPPER_TRAIN_CASES:
+                (data / f"{case}.pkl").write_bytes(b"properties")
+                (gt / f"{case}.nii.gz").write_bytes(b"label")
+        elif name == "nnUNetv2_train":
+            self.train(command)
+        elif name == "nnUNetv2_predict":
+            self.predict(command)
+        else:
+            raise AssertionError(f"unexpected command {command.shell()}")
+
+    def train(self, command: bm.Command) -> None:
+        dataset_id, configuration, fold = command.argv[1:4]
+        trainer, plans = self.option(command, "-tr"), self.option(command, "-p")
+        results = Path(command.env["nnUNet_results"])
+        dataset = ADAPT if dataset_id == str(ADAPT_ID) else UPPER
+        folder = results / dataset / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoint_final.pth").write_text(f"{trainer} seed {command.env['GLUA_SEED']}")
+        if trainer.startswith("GLUATrainer") and "FeatureOnly" not in trainer:
+            translator = results / dataset / f"GLUATranslator__{plans}__{configuration}" / "checkpoint_final.pth"
+            if not translator.exists():
+                translator.parent.mkdir(parents=True, exist_ok=True)
+                translator.write_text(f"translator seed {command.env['GLUA_SEED']}")
+
+    def predict(self, command: bm.Command) -> None:
+        trainer, dataset_id = self.option(command, "-tr"), self.option(command, "-d")
+        seed = int(command.env["GLUA_SEED"])
+        key = {f"{r.trainer}_Short": r.key for r in bm.ROWS if not r.upper_bound}[trainer]
+        if dataset_id == str(UPPER_ID):
+            key = "target-supervised"
+        k = K[key][seed]
+        images = Path(self.option(command, "-i"))
+        labels = images.parent / "labelsTs"
+        out = Path(self.option(command, "-o"))
+        for case in TEST_CASES:
+            ref = sitk.ReadImage(str(labels / f"{case}.nii.gz"))
+            seg = sitk.GetArrayFromImage(ref)
+            for label, (z, _, _) in CUBES.items():
+                for dz in range(4 - k, 4):
+                    plane = seg[z + dz]
+                    plane[plane == label] = 0
+            pred = sitk.GetImageFromArray(seg)
+            pred.CopyInformation(ref)
+            sitk.WriteImage(pred, str(out / f"{case}.nii.gz"))
+
+
+def refuse(command: bm.Command) -> None:
+    raise AssertionError(f"nothing should run, but {command.shell()} was")
+
+
+@pytest.fixture(scope="module")
+def full_run(datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    fake = FakeNnUNet()
+    report = bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=out,
+                              num_processes=1, runner=fake)
+    return report, fake, out
+
+
+# ---------------------------------------------------------------------------------------------- full run
+def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run):
+    report, _, out = full_run
+    rows = report["rows"]
+    assert list(rows) == ["source-only", "GLUA", "target-supervised", "GLUA: no local mask", "GLUA: style only",
+                          "GLUA: feature only"]
+    labels = {r.key: r.label for r in bm.ROWS}
+    for key, ks in K.items():
+        row = rows[labels[key]]
+        for seed, k in zip(SEEDS, ks):
+            assert row["seeds"][str(seed)]["dice"]["class_mean"] == pytest.approx(dice_for(k))
+        expected = dice_for(int(np.median(ks)))  # Dice falls with k: the median Dice is Dice(median k)
+        assert row["median"]["dice"]["classes"]["alpha"] == pytest.approx(expected)
+        assert row["median"]["dice"]["class_mean"] == pytest.approx(expected)
+        assd = [row["seeds"][str(s)]["assd_mm"]["class_mean"] for s in SEEDS]
+        assert row["median"]["assd_mm"]["class_mean"] == pytest.approx(float(np.median(assd)))
+    lower, glua, upper = dice_for(3), dice_for(1), dice_for(0)
+    expected_gap = (glua - lower) / (upper - lower)  # 0.762; the mean over seeds would give another value
+    assert report["comparison"]["gap_closed"]["GLUA"]["dice"]["class_mean"] == pytest.approx(expected_gap)
+    assert report["comparison"]["gap_closed"]["GLUA"]["dice"]["classes"]["beta"] == pytest.approx(expected_gap)
+    head = report["headline"]["GLUA"]
+    assert head["dice_gain"] == pytest.approx(glua - lower)
+    assert head["wide_margin"] is True
+    assert head["gap_closed_dice_per_seed"]["1"] == pytest.approx(0.0)  # seed 1: GLUA == source-only
+    assert report["headline"]["GLUA: style only"]["wide_margin"] is False
+
+    markdown = (out / "benchmark.md").read_text()
+    assert f"{100 * expected_gap:.1f} %" in markdown
+    for label in rows:
+        assert f"| {label} |" in markdown
+    assert json.loads((out / "benchmark.json").read_text())["rows"]["GLUA"]["trainer"] == "GLUATrainer_Short"
+
+
+def test_every_row_and_seed_has_its_evaluation_and_wall_time(full_run):
+    report, _, out = full_run
+    for row in bm.ROWS:
+        for seed in SEEDS:
+            folder = out / f"seed_{seed}" / row.key / "evaluation"
+            assert {"evaluation.json", "evaluation.csv", "evaluation.md", "row.json"} <= {
+                p.name for p in folder.iterdir()}
+            evaluation = json.loads((folder / "evaluation.json").read_text())
+            assert sorted(c["case"] for c in evaluation["cases"]) == TEST_CASES
+            # every row, the upper bound included, is scored against the adaptation dataset's labels
+            assert evaluation["metadata"]["reference_folder"] == str(
+                (Path(os.environ["nnUNet_raw"]) / ADAPT / "labelsTs").resolve())
+            times = report["rows"][row.label]["seeds"][str(seed)]["wall_time_s"]
+            assert all(isinstance(times[k], float) and times[k] >= 0
+                       for k in ("train_s", "predict_s", "evaluate_s", "total_s"))
+
+
+def test_commands_use_the_row_trainers_seeded_results_roots_and_moved_plans(full_run):
+    _, fake, out = full_run
+    programs = [c.program for c in fake.calls]
+    # the upper bound is prepared once, before anything trains on it
+    assert programs[:3] == ["nnUNetv2_extract_fingerprint", "nnUNetv2_move_plans_between_datasets",
+                            "nnUNetv2_preprocess"]
+    move = fake.calls[1]
+    assert move.argv[1:] == ("-s", str(ADAPT_ID), "-t", str(UPPER_ID), "-sp", "nnUNetPlans", "-tp", "nnUNetPlans")
+    assert fake.calls[2].argv[1:] == ("-d", str(UPPER_ID), "-c", "3d_fullres", "-plans_name", "nnUNetPlans",
+                                      "-np", "1")
+    trains = [c for c in fake.calls if c.program == "nnUNetv2_train"]
+    predicts = [c for c in fake.calls if c.program == "nnUNetv2_predict"]
+    assert len(trains) == len(predicts) == len(SEEDS) * len(bm.ROWS)
+    expected = [(str(UPPER_ID) if r.upper_bound else str(ADAPT_ID), f"{r.trainer}_Short")
+                for _ in SEEDS for r in bm.ROWS]
+    assert [(c.argv[1], FakeNnUNet.option(c, "-tr")) for c in trains] == expected
+    for command in trains + predicts:
+        seed = int(command.env["GLUA_SEED"])
+        assert command.env["nnUNet_results"] == str((out / f"seed_{seed}" / "nnUNet_results").resolve())
+        assert EXT_TRAINER_ENV in command.env
+        assert FakeNnUNet.option(command, "-device") == "cpu"
+    for command in trains:
+        assert command.argv[2:4] == ("3d_fullres", "0") and FakeNnUNet.option(command, "-p") == "nnUNetPlans"
+    for command in predicts:
+        # every row predicts the adaptation dataset's test images
+        assert FakeNnUNet.option(command, "-i") == str(Path(os.environ["nnUNet_raw"]) / ADAPT / "imagesTs")
+        assert FakeNnUNet.option(command, "-f") == "0"
+
+
+def test_provenance_hashes_commit_and_machine(full_run):
+    report, _, out = full_run
+    plans = Path(os.environ["nnUNet_preprocessed"]) / ADAPT / "nnUNetPlans.json"
+    assert report["hashes"]["plans"]["sha256"] == hashlib.sha256(plans.read_bytes()).hexdigest()[:16]
+    assert "upper_bound_plans" in report["hashes"]
+    for seed in SEEDS:
+        translators = report["hashes"]["translators"][str(seed)]
+        assert list(translators) == [f"{ADAPT}/GLUATranslator__nnUNetPlans__3d_fullres/checkpoint_final.pth"]
+        digest = hashlib.sha256(f"translator seed {seed}".encode()).hexdigest()[:16]
+        assert translators[list(translators)[0]] == digest
+    machine = report["machine"]
+    assert machine["hostname"] and machine["cpu"] and machine["torch"] and machine["nnunetv2"] == "2.8.1"
+    assert "gpu" in machine
+    package_root = Path(bm.nnunet_glua.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_root, capture_output=True, text=True)
+        expected = head.stdout.strip() if head.returncode == 0 else "unknown"
+    except OSError:
+        expected = "unknown"
+    assert report["project"]["commit"] == expected
+    markdown = (out / "benchmark.md").read_text()
+    assert report["hashes"]["plans"]["sha256"] in markdown and machine["hostname"] in markdown
+
+
+# ---------------------------------------------------------------------------------------------- resuming
+def test_second_run_skips_finished_rows_and_reuses_trained_folds(full_run, tmp_path):
+    report, _, out = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    evaluations = sorted(copy.glob("seed_*/*/evaluation/evaluation.json"))
+    assert len(evaluations) == len(SEEDS) * len(bm.ROWS)
+    stamps = [p.stat().st_mtime_ns for p in evaluations]
+    again = bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+                             runner=refuse)
+    assert again["rows"]["GLUA"]["median"] == report["rows"]["GLUA"]["median"]
+    assert [p.stat().st_mtime_ns for p in evaluations] == stamps  # finished rows are not evaluated again
+
+    # a row whose evaluation is missing is predicted and evaluated again, but its trained fold is kept
+    shutil.rmtree(copy / "seed_1" / "glua" / "evaluation")
+    shutil.rmtree(copy / "seed_1" / "glua" / "predictions")
+    fake = FakeNnUNet()
+    bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+                     runner=fake)
+    assert [c.program for c in fake.calls] == ["nnUNetv2_predict"]
+    assert fake.calls[0].env["GLUA_SEED"] == "1"
+    record = json.loads((copy / "seed_1" / "glua" / "evaluation" / "row.json").read_text())
+    assert record["trained_by_this_benchmark"] is True  # the training time recorded before is kept
+
+
+def test_rerun_with_other_settings_into_the_same_folder_is_refused(full_run, tmp_path):
+    _, _, out = full_run
+    with pytest.raises(bm.BenchmarkError, match="other settings"):
+        bm.run_benchmark(ADAPT_ID, schedule="", seeds=SEEDS, device="cpu", out=out, num_processes=1,
+                         runner=refuse)
+
+
+# ----------------------------------------------------------------------------------------------- dry run
+def test_dry_run_prints_commands_and_writes_nothing(datasets, tmp_path, capsys):
+    out = tmp_path / "dry"
+    # an interrupted training of seed 0's GLUA row: the benchmark must continue it, not restart it
+    fold = out / "seed_0" / "nnUNet_results" / ADAPT / "GLUATrainer_Short__nnUNetPlans__3d_fullres" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_latest.pth").write_text("x")
+    upper_pre = Path(os.environ["nnUNet_preprocessed"]) / UPPER
+    if upper_pre.exists():
+        shutil.rmtree(upper_pre)
+    result = bm.run_benchmark(ADAPT_ID, schedule="Short", seeds=(0, 5), device="cpu", out=out, ablations=False,
+                              dry_run=True, runner=refuse)
+    commands = [bm.Command(tuple(c["argv"]), c["env"]) for c in result["commands"]]
+    programs = [c.program for c in commands]
+    assert programs[:3] == ["nnUNetv2_extract_fingerprint", "nnUNetv2_move_plans_between_datasets",
+                            "nnUNetv2_preprocess"]
+    trains = [c for c in commands if c.program == "nnUNetv2_train"]
+    assert [(c.env["GLUA_SEED"], FakeNnUNet.option(c, "-tr")) for c in trains] == [
+        (seed, trainer) for seed in ("0", "5")
+        for trainer in ("SourceOnlyTrainer_Short", "GLUATrainer_Short", "SourceOnlyTrainer_Short")]
+    assert [c.argv[1] for c in trains] == [str(ADAPT_ID), str(ADAPT_ID), str(UPPER_ID)] * 2
+    assert [("--c" in c.argv) for c in trains] == [False, True, False, False, False, False]
+    for c in trains:
+        assert c.env["nnUNet_results"] == str((out / f"seed_{c.env['GLUA_SEED']}" / "nnUNet_results").resolve())
+    printed = capsys.readouterr().out
+    assert printed.count("nnUNetv2_predict") == 6
+    assert "GLUA_SEED=5" in printed and "-tr GLUATrainer_Short" in printed
+    assert not (out / "benchmark.json").exists() and not (out / "seed_5").exists()
+    assert not upper_pre.exists()
+
+
+def test_cli_dry_run_and_error_exit(datasets, tmp_path, capsys):
+    code = bm.main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--rows", "source-only", "glua",
+                    "--seeds", "3", "-device", "cpu", "--out", str(tmp_path / "o"), "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "GLUA_SEED=3" in printed and "-tr SourceOnlyTrainer_Short" in printed and "-tr GLUATrainer_Short" in printed
+    assert "move_plans" not in printed
+    code = bm.main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--seeds", "0", "-device", "cpu",
+                    "--out", str(tmp_path / "o"), "--dry-run"])
+    assert code == 1
+    assert "--upper-bound-id" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------- bad input
+def test_missing_upper_bound_dataset_is_an_error_with_advice(datasets, tmp_path):
+    with pytest.raises(bm.BenchmarkError, match="--upper-bound-id"):
+        bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+    # named in dataset.json but never converted
+    folder = Path(os.environ["nnUNet_raw"]) / NO_UPPER
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json["glua"]["upper_bound_dataset"] = "Dataset944_Missing"
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    try:
+        with pytest.raises(bm.BenchmarkError, match="Dataset944_Missing"):
+            bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+    finally:
+        dataset_json["glua"]["upper_bound_dataset"] = None
+        (folder / "dataset.json").write_text(json.dumps(dataset_json))
+
+
+def test_upper_bound_with_other_plans_is_refused(datasets, tmp_path):
+    upper_pre = Path(os.environ["nnUNet_preprocessed"]) / UPPER
+    if upper_pre.exists():
+        shutil.rmtree(upper_pre)
+    plans = write_plans(UPPER)
+    content = json.loads(plans.read_text())
+    content["configurations"]["3d_fullres"]["patch_size"] = [8, 16, 16]
+    plans.write_text(json.dumps(content))
+    (upper_pre / "dataset_fingerprint.json").write_text("{}")
+    try:
+        with pytest.raises(bm.BenchmarkError, match="differs from"):
+            bm.run_benchmark(ADAPT_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+    finally:
+        shutil.rmtree(upper_pre)
+
+
+def test_bad_rows_seeds_and_unknown_trainer(datasets, tmp_path):
+    with pytest.raises(bm.BenchmarkError, match="unknown row"):
+        bm.run_benchmark(ADAPT_ID, rows=["glua", "oracle"], dry_run=True, out=tmp_path, runner=refuse)
+    with pytest.raises(bm.BenchmarkError, match="distinct"):
+        bm.run_benchmark(ADAPT_ID, seeds=(1, 1), dry_run=True, out=tmp_path, runner=refuse)
+    with pytest.raises(bm.BenchmarkError, match="GLUATrainer_Tiny not found"):
+        bm.run_benchmark(ADAPT_ID, schedule="_Tiny", rows=["glua"], dry_run=True, out=tmp_path, runner=refuse)
+
+
+# ------------------------------------------------------------------------------------------------- units
+def test_row_selection_and_schedule_names():
+    assert [r.key for r in bm.select_rows(None, ablations=False)] == ["source-only", "glua", "target-supervised"]
+    assert [r.key for r in bm.select_rows(["GLUA", "source-only"])] == ["source-only", "glua"]
+    assert bm.trainer_name(bm.select_rows(["glua-no-local-mask"])[0], "Short") == "GLUATrainer_NoLocalMask_Short"
+    assert bm.trainer_name(bm.select_rows(["target-supervised"])[0], "") == "SourceOnlyTrainer"
+
+
+def _summary(dice: float, assd: float | None) -> Summary:
+    stat = Statistic(dice, 0.1, 2)
+    assd_stat = Statistic(assd, 0.0, 2 if assd is not None else 0)
+    cls = ClassSummary(label=1, dice=stat, assd_mm=assd_stat, assd_voxel=assd_stat, n_ok=2 if assd else 0,
+                       n_missed=0 if assd else 2, n_false_positive=0, n_absent=0)
+    n = 1 if assd is not None else 0
+    return Summary(n_cases=2, classes={"alpha": cls},
+                   class_mean={"dice": Statistic(dice, None, 1), "assd_mm": Statistic(assd, None, n),
+                               "assd_voxel": Statistic(assd, None, n)})
+
+
+def test_median_summary_takes_the_median_over_seeds_where_defined():
+    median = bm.median_summary([_summary(0.2, 3.0), _summary(0.9, None), _summary(0.5, 5.0)])
+    alpha = median.classes["alpha"]
+    assert alpha.dice.mean == pytest.approx(0.5) and alpha.dice.std is None and alpha.dice.n == 3
+    assert alpha.assd_mm.mean == pytest.approx(4.0) and alpha.assd_mm.n == 2  # the seed that missed it is left out
+    assert median.class_mean["dice"].mean == pytest.approx(0.5)
+    assert median.class_mean["assd_mm"].mean == pytest.approx(4.0) and median.class_mean["assd_mm"].n == 1
+    with pytest.raises(ValueError):
+        bm.median_summary([])
