@@ -171,3 +171,25 @@ def test_exported_model_predicts_with_plain_nnunet(planned_dataset, single_threa
     seg = predictor.predict_from_files([[image]], None, save_probabilities=False, overwrite=True,
                                        num_processes_preprocessing=1, num_processes_segmentation_export=1)
     assert seg[0].shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
+
+
+def test_pretrained_source_only_weights_warm_start_glua(planned_dataset, single_threaded_augmentation):
+    """`nnUNetv2_train ... -tr GLUATrainer -pretrained_weights <source-only checkpoint>` (nnU-Net's own loader)."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunet_glua.training.short_schedule import SourceOnlyTrainer_Short
+
+    class TinySourceOnly(SourceOnlyTrainer_Short):
+        num_epochs_short = 1
+        num_iterations_short = 2
+        num_val_iterations_short = 1
+
+    source_only = _make(TinySourceOnly, planned_dataset, fold=0)
+    source_only.run_training()
+    glua = _make(_short_feature_trainer(), planned_dataset, fold=0)
+    glua.initialize()
+    load_pretrained_weights(glua.network, str(Path(source_only.output_folder) / "checkpoint_final.pth"), verbose=False)
+    trained = source_only.network.state_dict()
+    loaded = glua._tap().state_dict()
+    # nnU-Net transfers everything but the segmentation heads
+    transferred = [k for k in trained if ".seg_layers." not in k]
+    assert transferred and all(torch.equal(trained[k], loaded[k]) for k in transferred)
