@@ -13,8 +13,8 @@ import pytest
 
 from nnunet_glua.paths import trainer_folder
 
-DATASET_ID = 960
-UPPER_BOUND_ID = 961
+DATASET_ID = 950
+UPPER_BOUND_ID = 951
 CONFIG = "3d_fullres"
 # 9 volumes per modality: 2 test ids each leave 7 labelled source volumes for nnU-Net's 5-fold split
 CT_TEST_IDS = ["1003", "1008"]

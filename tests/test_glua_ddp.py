@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from tiny_dataset import plan_and_preprocess, write_tiny_uda_dataset
 
-DATASET_ID = 972
+DATASET_ID = 975
 
 
 def _ddp_worker(rank: int, world_size: int, init_file: str, dataset_name: str, out_dir: str) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from tiny_dataset import plan_and_preprocess, write_tiny_uda_dataset
 
-DATASET_ID = 971
+DATASET_ID = 974
 
 
 @pytest.fixture(scope="module")
