@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -17,15 +16,15 @@ import SimpleITK as sitk
 
 from nnunet_glua.conversion.btcv import btcv_training_folder, find_btcv_scans
 from nnunet_glua.conversion.chaos import DICOM_FOLDER, MASK_FOLDER, list_chaos_patients, load_chaos_t2spir
-from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import IntensitySettings
 from nnunet_glua.conversion.labels import ABDOMEN_LABELS, CHAOS_ABDOMEN
 from nnunet_glua.conversion.uda_dataset import (
     CaseSource,
     UdaConversion,
     add_common_arguments,
-    intensity_settings_from_args,
+    conversion_options,
     parse_direction,
+    run_converter,
     split_cases,
     write_uda_datasets,
 )
@@ -135,24 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        convert_abdomen(
-            args.chaos,
-            args.btcv,
-            args.direction,
-            args.dataset_id,
-            dataset_name=args.name,
-            ct_test_ids=args.ct_test_ids,
-            mr_test_ids=args.mr_test_ids,
-            upper_bound_id=args.upper_bound_id,
-            overwrite=args.overwrite,
-            num_processes=args.num_processes,
-            intensity=intensity_settings_from_args(args),
-        )
-    except (ConversionError, ValueError) as err:
-        print(f"glua_convert_abdomen: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run_converter(parser.prog, convert_abdomen, args.chaos, args.btcv, **conversion_options(args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -26,9 +25,10 @@ from nnunet_glua.conversion.uda_dataset import (
     CaseSource,
     UdaConversion,
     add_common_arguments,
-    intensity_settings_from_args,
+    conversion_options,
     load_nifti_pair,
     parse_direction,
+    run_converter,
     split_cases,
     write_uda_datasets,
 )
@@ -161,24 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        convert_mmwhs(
-            args.src,
-            args.direction,
-            args.dataset_id,
-            dataset_name=args.name,
-            ct_test_ids=args.ct_test_ids,
-            mr_test_ids=args.mr_test_ids,
-            label_set=args.labels,
-            upper_bound_id=args.upper_bound_id,
-            overwrite=args.overwrite,
-            num_processes=args.num_processes,
-            intensity=intensity_settings_from_args(args),
-        )
-    except (ConversionError, ValueError) as err:
-        print(f"glua_convert_mmwhs: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run_converter(parser.prog, convert_mmwhs, args.src, label_set=args.labels, **conversion_options(args))
 
 
 if __name__ == "__main__":

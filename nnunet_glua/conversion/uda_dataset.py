@@ -26,10 +26,10 @@ import argparse
 import contextlib
 import datetime
 import gzip
-import multiprocessing
 import os
 import re
 import struct
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +46,15 @@ from nnunet_glua.conversion.intensity import IntensitySettings, harmonise_intens
 from nnunet_glua.conversion.labels import LabelMap, apply_label_map
 from nnunet_glua.conversion.orientation import CANONICAL_ORIENTATION, require_same_geometry, to_canonical
 from nnunet_glua.io_utils import staged_directory, write_image, write_json
+from nnunet_glua.nnunet_io import (
+    PREPROCESSED,
+    RAW,
+    RESULTS,
+    dataset_folders_with_id,
+    dataset_id_from_name,
+    nnunet_folder,
+)
+from nnunet_glua.parallel import default_num_processes, run_jobs
 
 FORMAT_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -60,6 +69,9 @@ ROLE_ADAPTATION, ROLE_TARGET_SUPERVISED = "adaptation", "target_supervised"
 UPPER_BOUND_SUFFIX = "_TargetSupervised"
 
 DIRECTIONS: dict[str, tuple[str, str]] = {"MR2CT": ("MR", "CT"), "CT2MR": ("CT", "MR")}
+#: default bound on worker processes that each hold a full-size volume (a CT volume takes about 1.5 GB in a worker);
+#: ``$nnUNet_def_n_proc`` overrides it
+VOLUME_PROCESS_CAP = 4
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -232,18 +244,6 @@ def split_cases(
 
 # --- where the datasets go ----------------------------------------------------------------------------------------
 
-def nnunet_raw_folder() -> Path:
-    """``$nnUNet_raw`` as a path; :class:`ConversionError` if the variable is not set."""
-    value = os.environ.get("nnUNet_raw")
-    if not value:
-        raise ConversionError(
-            None,
-            "the environment variable nnUNet_raw is not set; set it to nnU-Net's raw data folder, e.g. "
-            "export nnUNet_raw=/data/nnUNet_raw",
-        )
-    return Path(value)
-
-
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset{ID:03d}_{NAME}`` after checking the id (1..999) and the name (letters, digits, _ and -)."""
     if not 1 <= int(dataset_id) <= 999:
@@ -259,29 +259,20 @@ def check_dataset_destination(raw: Path, folder_name: str, overwrite: bool) -> P
     nnU-Net resolves ``-d ID`` by the ``Dataset{ID:03d}_`` prefix across nnUNet_raw, nnUNet_preprocessed and
     nnUNet_results and refuses ambiguous ids, so another name with the same id in any of them is an error.
     """
-    prefix = folder_name[: len("Dataset000_")]
-    roots = [raw] + [Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results") if os.environ.get(v)]
+    dataset_id = dataset_id_from_name(folder_name)
+    roots = [raw] + [Path(os.environ[v]) for v in (PREPROCESSED, RESULTS) if os.environ.get(v)]
     for root in roots:
-        if not root.is_dir():
-            continue
-        for other in sorted(root.iterdir()):
-            if other.is_dir() and other.name.startswith(prefix) and other.name != folder_name:
+        for other in dataset_folders_with_id(root, dataset_id):
+            if other.name != folder_name:
                 raise ConversionError(
                     other,
-                    f"dataset id {int(prefix[7:10])} is already used by this folder; nnU-Net needs ids to be "
+                    f"dataset id {dataset_id} is already used by this folder; nnU-Net needs ids to be "
                     f"unique. Choose another id (-d) or remove that dataset.",
                 )
     destination = raw / folder_name
     if destination.exists() and not overwrite:
         raise ConversionError(destination, "dataset folder already exists; pass --overwrite to replace it")
     return destination
-
-
-def default_num_processes() -> int:
-    """nnU-Net's ``nnUNet_def_n_proc`` if set, else min(4, CPU count): a CT volume takes ~1.5 GB in a worker."""
-    if os.environ.get("nnUNet_def_n_proc"):
-        return max(1, int(os.environ["nnUNet_def_n_proc"]))
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 # --- per-case conversion (runs in worker processes) ---------------------------------------------------------------
@@ -347,37 +338,14 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
     }
 
 
-def _run_job(job: CaseJob) -> tuple[str, Any]:
-    # ConversionError does not survive pickling (its constructor takes two arguments), so send its parts back
-    try:
-        return "ok", convert_case(job)
-    except ConversionError as err:
-        return "error", (err.path, err.problem)
+def _print_warnings(record: dict[str, Any], bar: tqdm) -> None:
+    for warning in record["warnings"]:
+        bar.write(f"WARNING {record['case']}: {warning}")
 
 
 def _run_jobs(jobs: Sequence[CaseJob], num_processes: int) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-
-    def handle(result: tuple[str, Any], bar: tqdm) -> None:
-        status, payload = result
-        if status == "error":
-            raise ConversionError(*payload)
-        records.append(payload)
-        for warning in payload["warnings"]:
-            bar.write(f"WARNING {payload['case']}: {warning}")
-
-    with tqdm(total=len(jobs), desc="converting scans", unit="scan") as bar:
-        if num_processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                handle(_run_job(job), bar)
-                bar.update()
-        else:
-            # spawn: the parent may have imported torch (nnU-Net); forking a threaded process is unsafe
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(min(num_processes, len(jobs))) as pool:
-                for result in pool.imap_unordered(_run_job, jobs):
-                    handle(result, bar)  # the first error leaves the with-block, which terminates the pool
-                    bar.update()
+    """Conversion records of ``jobs`` (sorted by case), converted in up to ``num_processes`` worker processes."""
+    records = run_jobs(convert_case, jobs, num_processes, "converting scans", "scan", _print_warnings)
     return sorted(records, key=lambda r: r["case"])
 
 
@@ -626,7 +594,7 @@ def write_uda_datasets(conv: UdaConversion, overwrite: bool = False, num_process
     is created or changed. With ``num_processes`` > 1 the workers are started with the ``spawn`` method, so a
     script that calls this needs the usual ``if __name__ == "__main__":`` guard.
     """
-    raw = nnunet_raw_folder()
+    raw = nnunet_folder(RAW, ConversionError)
     names = {"adaptation": dataset_folder_name(conv.dataset_id, conv.dataset_name)}
     if conv.upper_bound_id is not None:
         if int(conv.upper_bound_id) == int(conv.dataset_id):
@@ -638,7 +606,7 @@ def write_uda_datasets(conv: UdaConversion, overwrite: bool = False, num_process
         if case.label_map.labels != conv.labels:
             raise ValueError(f"{case.case_id}: label map {case.label_map.name} does not produce labels {conv.labels}")
     destinations = {key: check_dataset_destination(raw, name, overwrite) for key, name in names.items()}
-    num_processes = default_num_processes() if num_processes is None else int(num_processes)
+    num_processes = default_num_processes(VOLUME_PROCESS_CAP) if num_processes is None else int(num_processes)
 
     with contextlib.ExitStack() as stack:
         roots = {
@@ -681,7 +649,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_ct_test: Seque
                              f"(name <name>{UPPER_BOUND_SUFFIX}; same target test set)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing dataset folders of the same name")
     parser.add_argument("-np", "--num-processes", type=int, default=None,
-                        help="parallel worker processes (default: $nnUNet_def_n_proc, else min(4, CPUs))")
+                        help="parallel worker processes (default: $nnUNet_def_n_proc, else "
+                             f"min({VOLUME_PROCESS_CAP}, CPUs))")
     defaults = IntensitySettings()
     group = parser.add_argument_group("intensity harmonisation")
     group.add_argument("--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -708,3 +677,29 @@ def intensity_settings_from_args(args: argparse.Namespace) -> IntensitySettings:
         ct_body_threshold=args.ct_body_threshold,
         mr_otsu_scale=args.mr_otsu_scale,
     )
+
+
+def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of a converter (``convert_mmwhs``, ``convert_abdomen``) chosen with the options of
+    :func:`add_common_arguments`: direction, ids, test ids, upper bound, overwrite, processes, intensity."""
+    return {
+        "direction": args.direction,
+        "dataset_id": args.dataset_id,
+        "dataset_name": args.name,
+        "ct_test_ids": args.ct_test_ids,
+        "mr_test_ids": args.mr_test_ids,
+        "upper_bound_id": args.upper_bound_id,
+        "overwrite": args.overwrite,
+        "num_processes": args.num_processes,
+        "intensity": intensity_settings_from_args(args),
+    }
+
+
+def run_converter(prog: str, convert: Callable[..., Path], *inputs: Any, **options: Any) -> Path:
+    """``convert(*inputs, **options)`` for a converter's ``main``: bad input (:class:`ConversionError`, or a
+    ``ValueError`` for a bad option value) is printed as ``{prog}: error: ...`` and exits with status 1."""
+    try:
+        return convert(*inputs, **options)
+    except (ConversionError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

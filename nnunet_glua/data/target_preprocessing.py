@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from nnunet_glua.data.uda_dataset_info import TARGET_SPLITS, UDADatasetError, UDADatasetInfo, load_uda_info
 from nnunet_glua.io_utils import write_json
+from nnunet_glua.nnunet_io import load_plans
 
 #: bump when the on-disk layout or the content of the cases changes: old builds are then rebuilt
 TARGET_FORMAT_VERSION = 1
@@ -104,16 +105,9 @@ def load_plans_and_configuration(info: UDADatasetInfo, plans_identifier: str, co
                                           f"-c {configuration}"
                                           + ("" if plans_identifier == "nnUNetPlans"
                                              else f" (with the planner that writes '{plans_identifier}')"))
-    try:
-        with open(plans_file) as f:
-            plans = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UDADatasetError(plans_file, f"cannot read the plans ({e}); re-run nnUNetv2_plan_experiment") from None
+    plans = load_plans(plans_file, plans_identifier, configuration, UDADatasetError,
+                       "re-run nnUNetv2_plan_experiment")
     plans_manager = PlansManager(plans)
-    available = list(plans.get("configurations", {}))
-    if configuration not in available:
-        raise UDADatasetError(plans_file, f"configuration '{configuration}' is not in plans '{plans_identifier}'. "
-                                          f"Available configurations: {available}")
     configuration_manager = plans_manager.get_configuration(configuration)
     if configuration_manager.previous_stage_name is not None or configuration_manager.next_stage_names:
         raise UDADatasetError(plans_file, f"configuration '{configuration}' is part of a cascade. {_CASCADE_HINT}")

@@ -16,12 +16,12 @@ reads a label file.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from nnunet_glua.errors import PathError
+from nnunet_glua.nnunet_io import PREPROCESSED, RAW, dataset_id_from_name, image_cases, nnunet_folder, read_json
 
 #: key of the plugin's block in ``dataset.json``
 GLUA_KEY = "glua"
@@ -44,13 +44,8 @@ _REQUIRED_KEYS = (
 )
 
 
-class UDADatasetError(ValueError):
+class UDADatasetError(PathError):
     """A UDA dataset is missing, incomplete or inconsistent. ``path`` names the file or folder at fault."""
-
-    def __init__(self, path: "str | os.PathLike | None", problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,7 @@ class UDADatasetInfo:
         if not folder.is_dir():
             raise UDADatasetError(folder, f"the target {split} image folder does not exist. Re-run the dataset "
                                           f"converter, or create it with files named {{case}}_0000{self.file_ending}")
-        found = scan_image_folder(folder, self.file_ending)
+        found = image_cases(folder, self.file_ending)
         if not found:
             raise UDADatasetError(folder, f"the target {split} image folder holds no '*_0000{self.file_ending}' "
                                           f"image: there is nothing to preprocess. Put the target images there "
@@ -141,17 +136,6 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown target split '{split}'; use one of {TARGET_SPLITS}")
 
 
-def scan_image_folder(folder: Path, file_ending: str) -> list[str]:
-    """Sorted case identifiers of the images in ``folder`` (files named ``{case}_{XXXX}{file_ending}``)."""
-    pattern = re.compile(r"^(?P<case>.+)_\d{4}" + re.escape(file_ending) + r"$")
-    cases = set()
-    for name in os.listdir(folder):
-        m = pattern.match(name)
-        if m and not name.startswith("."):
-            cases.add(m.group("case"))
-    return sorted(cases)
-
-
 def resolve_dataset_name(dataset: "int | str") -> str:
     """nnU-Net's dataset name (``DatasetXXX_Name``) for an id (``701``, ``"701"``) or a name, with a clear error."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -162,26 +146,12 @@ def resolve_dataset_name(dataset: "int | str") -> str:
         raise UDADatasetError(None, f"unknown dataset {dataset!r}: {e}") from None
 
 
-def _env_folder(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        raise UDADatasetError(None, f"the environment variable {name} is not set. Set nnUNet_raw, "
-                                    f"nnUNet_preprocessed and nnUNet_results as nnU-Net's documentation describes "
-                                    f"(documentation/setting_up_paths.md)")
-    return Path(value).resolve()
-
-
 def _read_dataset_json(raw_folder: Path, preprocessed_folder: Path) -> tuple[dict, Path]:
     # The raw dataset.json is authoritative; nnU-Net copies it verbatim into the preprocessed folder, so that
     # copy serves on machines that only hold preprocessed data.
     for candidate in (raw_folder / "dataset.json", preprocessed_folder / "dataset.json"):
         if candidate.is_file():
-            try:
-                with open(candidate) as f:
-                    return json.load(f), candidate
-            except (OSError, json.JSONDecodeError) as e:
-                raise UDADatasetError(candidate, f"cannot read dataset.json ({e}). Fix or regenerate it with the "
-                                                 f"dataset converter") from None
+            return read_json(candidate, UDADatasetError, "fix or regenerate it with the dataset converter"), candidate
     raise UDADatasetError(raw_folder, "no dataset.json found (looked in the raw and the preprocessed folder). "
                                       "Convert the dataset first (glua_convert_* commands)")
 
@@ -229,10 +199,8 @@ def load_uda_info(dataset: "int | str") -> UDADatasetInfo:
     list them, they are discovered from the image folders. Raises :class:`UDADatasetError` for an unknown
     dataset, a missing or malformed ``"glua"`` block, or target training ids that are also test ids.
     """
-    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
-
-    raw_root = _env_folder("nnUNet_raw")
-    preprocessed_root = _env_folder("nnUNet_preprocessed")
+    raw_root = nnunet_folder(RAW, UDADatasetError).resolve()
+    preprocessed_root = nnunet_folder(PREPROCESSED, UDADatasetError).resolve()
     name = resolve_dataset_name(dataset)
     raw_folder = raw_root / name
     preprocessed_folder = preprocessed_root / name
@@ -254,7 +222,7 @@ def load_uda_info(dataset: "int | str") -> UDADatasetInfo:
     def listed_or_found(key: str, folder: Path) -> tuple[str, ...]:
         if key in block:
             return tuple(block[key])
-        return tuple(scan_image_folder(folder, dataset_json["file_ending"])) if folder.is_dir() else ()
+        return tuple(image_cases(folder, dataset_json["file_ending"])) if folder.is_dir() else ()
 
     train_cases = listed_or_found("target_training_cases", unlabelled)
     test_cases = listed_or_found("target_test_cases", test_images)
@@ -268,7 +236,7 @@ def load_uda_info(dataset: "int | str") -> UDADatasetInfo:
 
     return UDADatasetInfo(
         dataset_name=name,
-        dataset_id=convert_dataset_name_to_id(name),
+        dataset_id=dataset_id_from_name(name),
         raw_folder=raw_folder,
         preprocessed_folder=preprocessed_folder,
         dataset_json=dataset_json,

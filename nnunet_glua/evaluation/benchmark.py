@@ -49,7 +49,6 @@ import datetime
 import hashlib
 import importlib.metadata
 import io
-import json
 import os
 import platform
 import shlex
@@ -74,9 +73,21 @@ from nnunet_glua.evaluation.evaluate import (
     load_evaluation,
     write_evaluation,
 )
+from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import SUMMARY_METRICS, ClassSummary, Statistic, Summary
 from nnunet_glua.evaluation.report import comparison, comparison_markdown, gap_closed
 from nnunet_glua.io_utils import atomic_path, staged_directory, write_json
+from nnunet_glua.nnunet_io import (
+    PREPROCESSED,
+    RESULTS,
+    dataset_id_from_name,
+    image_cases,
+    label_files,
+    load_plans,
+    nnunet_folder,
+    read_json,
+)
+from nnunet_glua.parallel import default_num_processes
 from nnunet_glua.paths import EXT_TRAINER_ENV, ensure_trainer_folder_registered
 
 __all__ = [
@@ -113,13 +124,8 @@ ROW_RECORD = "row.json"
 PROGRESS_RECORD = "timing.json"
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(PathError):
     """A benchmark cannot run or continue. ``path`` is the file or folder at fault (``None`` if global)."""
-
-    def __init__(self, path: "str | os.PathLike | None", problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 # ------------------------------------------------------------------------------------------------------ rows
@@ -276,32 +282,14 @@ class _Dataset:
 
 
 def _read_dataset(folder: Path) -> _Dataset:
-    path = folder / "dataset.json"
-    try:
-        return _Dataset(folder, json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchmarkError(path, f"cannot be read as JSON ({e})") from None
+    return _Dataset(folder, read_json(folder / "dataset.json", BenchmarkError))
 
 
 def _dataset_id(name: str) -> int:
     try:
-        return int(name[len("Dataset"):].split("_", 1)[0])
-    except ValueError:
-        raise BenchmarkError(None, f"{name!r} is not an nnU-Net dataset name (DatasetXXX_Name)") from None
-
-
-def _label_cases(folder: Path, file_ending: str) -> list[str]:
-    # hidden names are unfinished atomic writes
-    return sorted(p.name[: -len(file_ending)] for p in folder.iterdir()
-                  if p.is_file() and p.name.endswith(file_ending) and not p.name.startswith("."))
-
-
-def _image_cases(folder: Path, file_ending: str) -> list[str]:
-    # nnU-Net image names: {case}_{XXXX}{file_ending}, one file per channel
-    suffix_len = len("_0000") + len(file_ending)
-    return sorted({p.name[:-suffix_len] for p in folder.iterdir()
-                   if p.is_file() and p.name.endswith(file_ending) and not p.name.startswith(".")
-                   and len(p.name) > suffix_len and p.name[-suffix_len] == "_"})
+        return dataset_id_from_name(name)
+    except ValueError as e:
+        raise BenchmarkError(None, str(e)) from None
 
 
 def _test_cases(dataset: _Dataset) -> list[str]:
@@ -310,8 +298,8 @@ def _test_cases(dataset: _Dataset) -> list[str]:
         if not folder.is_dir():
             raise BenchmarkError(folder, f"the folder of the {what} does not exist; the benchmark needs a dataset "
                                          "converted with its target test labels (imagesTs + labelsTs)")
-    labels = _label_cases(dataset.labels_ts, dataset.file_ending)
-    images = _image_cases(dataset.images_ts, dataset.file_ending)
+    labels = list(label_files(dataset.labels_ts, dataset.file_ending))
+    images = image_cases(dataset.images_ts, dataset.file_ending)
     if not labels:
         raise BenchmarkError(dataset.labels_ts, f"holds no '*{dataset.file_ending}' label files")
     if labels != images:
@@ -343,12 +331,12 @@ def _upper_bound_dataset(adaptation: _Dataset, test_cases: Sequence[str]) -> _Da
     if upper.dataset_json.get("labels") != adaptation.dataset_json.get("labels"):
         raise BenchmarkError(folder / "dataset.json", f"label map {upper.dataset_json.get('labels')} differs from "
                                                       f"{adaptation.name}'s {adaptation.dataset_json.get('labels')}")
-    upper_tests = _label_cases(upper.labels_ts, upper.file_ending) if upper.labels_ts.is_dir() else []
+    upper_tests = list(label_files(upper.labels_ts, upper.file_ending)) if upper.labels_ts.is_dir() else []
     if upper_tests and upper_tests != list(test_cases):
         raise BenchmarkError(upper.labels_ts, f"the upper-bound test set {upper_tests} is not the adaptation "
                                               f"dataset's {list(test_cases)}; both must come from one conversion")
     training = upper.folder / "imagesTr"
-    leaked = sorted(set(_image_cases(training, upper.file_ending)) & set(test_cases)) if training.is_dir() else []
+    leaked = sorted(set(image_cases(training, upper.file_ending)) & set(test_cases)) if training.is_dir() else []
     if leaked:
         raise BenchmarkError(training, f"the upper bound trains on target test cases {leaked}; its training set "
                                        "must exclude the test set (convert again)")
@@ -357,11 +345,8 @@ def _upper_bound_dataset(adaptation: _Dataset, test_cases: Sequence[str]) -> _Da
 
 # ----------------------------------------------------------------------------------------------------- plans
 def _preprocessed_root() -> Path:
-    value = os.environ.get("nnUNet_preprocessed")
-    if not value:
-        raise BenchmarkError(None, "nnUNet_preprocessed is not set; set nnU-Net's three folders first "
-                                   "(nnUNet_raw, nnUNet_preprocessed, nnUNet_results)")
-    return Path(value)
+    return nnunet_folder(PREPROCESSED, BenchmarkError, advice="set nnU-Net's three folders first (nnUNet_raw, "
+                                                              "nnUNet_preprocessed, nnUNet_results)")
 
 
 # keys that nnUNetv2_move_plans_between_datasets rewrites: plans equal up to these describe the same model
@@ -372,24 +357,13 @@ def _plans_core(plans: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plans.items() if k not in _PER_DATASET_PLANS_KEYS}
 
 
-def _read_plans(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchmarkError(path, f"cannot be read as JSON ({e})") from None
-
-
 def _adaptation_plans(dataset: _Dataset, plans: str, configuration: str) -> tuple[Path, dict[str, Any]]:
     path = _preprocessed_root() / dataset.name / f"{plans}.json"
     if not path.is_file():
         raise BenchmarkError(path, f"plans not found. Plan and preprocess the source domain first: "
                                    f"nnUNetv2_plan_and_preprocess -d {_dataset_id(dataset.name)} -c {configuration} "
                                    "(or pass the right -p PLANS)")
-    content = _read_plans(path)
-    if configuration not in content.get("configurations", {}):
-        raise BenchmarkError(path, f"has no configuration {configuration!r}; available: "
-                                   f"{sorted(content.get('configurations', {}))}")
-    return path, content
+    return path, load_plans(path, plans, configuration, BenchmarkError)
 
 
 def sha256_prefix(path: "str | os.PathLike", length: int = 16) -> str:
@@ -559,23 +533,14 @@ class _Settings:
         }
 
 
-def _default_num_processes() -> int:
-    try:
-        return max(1, int(os.environ.get("nnUNet_def_n_proc", "")))
-    except ValueError:
-        return max(1, min(8, os.cpu_count() or 1))
-
-
 def _default_out(adaptation: _Dataset, configuration: str, plans: str, fold: str, schedule: str) -> Path:
-    results = os.environ.get("nnUNet_results")
-    if not results:
-        raise BenchmarkError(None, "nnUNet_results is not set; set it or pass an output folder (--out)")
+    results = nnunet_folder(RESULTS, BenchmarkError, advice="set it or pass an output folder (--out)")
     name = f"glua_benchmark_{configuration}_{schedule.lstrip('_') or 'default'}"
     if plans != "nnUNetPlans":
         name += f"_{plans}"
     if fold != "0":
         name += f"_fold{fold}"
-    return Path(results) / adaptation.name / name
+    return results / adaptation.name / name
 
 
 def _check_trainers(names: Iterable[str]) -> None:
@@ -594,10 +559,7 @@ def _check_trainers(names: Iterable[str]) -> None:
 
 
 def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchmarkError(path, f"cannot be read ({e}); remove {path.parent} to run that row again") from None
+    return read_json(path, BenchmarkError, advice=f"remove {path.parent} to run that row again")
 
 
 class _Benchmark:
@@ -649,7 +611,7 @@ class _Benchmark:
                 shutil.copyfile(upper.folder / "dataset.json", tmp)
         plans_file = pre / f"{s.plans}.json"
         if plans_file.is_file():
-            if _plans_core(_read_plans(plans_file)) != _plans_core(source_plans):
+            if _plans_core(read_json(plans_file, BenchmarkError)) != _plans_core(source_plans):
                 raise BenchmarkError(
                     plans_file,
                     f"exists and differs from {s.adaptation.name}'s {s.plans}.json, so the upper bound would not "
@@ -675,7 +637,7 @@ class _Benchmark:
         # reference segmentations: a .pkl and a reference per training case means it finished
         upper = self.s.upper
         assert upper is not None
-        cases = _image_cases(upper.folder / "imagesTr", upper.file_ending)
+        cases = image_cases(upper.folder / "imagesTr", upper.file_ending)
         return bool(cases) and data_folder.is_dir() and gt_folder.is_dir() and all(
             (data_folder / f"{c}.pkl").is_file() and (gt_folder / f"{c}{upper.file_ending}").is_file()
             for c in cases)
@@ -1050,7 +1012,7 @@ def run_benchmark(
     settings = _Settings(
         adaptation=adaptation, upper=upper, test_cases=test_cases, configuration=configuration, plans=plans,
         fold=fold, schedule=schedule, seeds=seeds, rows=selected, device=device, out=out_folder.resolve(),
-        num_processes=num_processes if num_processes is not None else _default_num_processes(), dry_run=dry_run,
+        num_processes=num_processes if num_processes is not None else default_num_processes(cap=8), dry_run=dry_run,
     )
     ensure_trainer_folder_registered()
     _check_trainers(trainer_name(r, schedule) for r in selected)

@@ -23,7 +23,6 @@ import argparse
 import csv
 import datetime
 import json
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -32,12 +31,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 import nnunet_glua
+from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import ClassMetrics, Summary, compute_case_metrics, summarize
 from nnunet_glua.evaluation.report import evaluation_markdown
 from nnunet_glua.io_utils import atomic_path, write_json
+from nnunet_glua.nnunet_io import RAW, dataset_folders_with_id, label_files, read_json
+from nnunet_glua.parallel import default_num_processes, run_jobs
 
 __all__ = [
     "EvaluationError",
@@ -75,17 +76,8 @@ _CSV_COLUMNS = (
 )
 
 
-class EvaluationError(ValueError):
+class EvaluationError(PathError):
     """Bad evaluation input. ``path`` is the file or folder at fault (``None`` for global problems)."""
-
-    def __init__(self, path: "str | os.PathLike | None", problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
-
-    def __reduce__(self):
-        # raised inside worker processes: must survive pickling with both constructor arguments
-        return (type(self), (self.path, self.problem))
 
 
 @dataclass(frozen=True)
@@ -287,27 +279,6 @@ def _evaluate_job(job: tuple[str, str, str, dict[str, int], float]) -> CaseResul
 
 
 # ------------------------------------------------------------------------------------------------- folders
-def _case_files(folder: Path, file_ending: str) -> dict[str, Path]:
-    # hidden names are skipped: atomic writers keep unfinished files under a leading dot
-    return {
-        p.name[: -len(file_ending)]: p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name.endswith(file_ending) and not p.name.startswith(".")
-        and len(p.name) > len(file_ending)
-    }
-
-
-def _default_num_processes() -> int:
-    # nnU-Net's own knob for its worker pools; read at call time so a changed environment is honoured
-    env = os.environ.get("nnUNet_def_n_proc")
-    if env is not None:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 def evaluate_folder(
     pred_folder: "str | os.PathLike",
     ref_folder: "str | os.PathLike",
@@ -331,10 +302,10 @@ def evaluate_folder(
     for folder, role in ((pred_folder, "prediction"), (ref_folder, "reference")):
         if not folder.is_dir():
             raise EvaluationError(folder, f"the {role} folder does not exist")
-    references = _case_files(ref_folder, file_ending)
+    references = label_files(ref_folder, file_ending)
     if not references:
         raise EvaluationError(ref_folder, f"the reference folder holds no '*{file_ending}' files")
-    predictions = _case_files(pred_folder, file_ending)
+    predictions = label_files(pred_folder, file_ending)
     missing = [c for c in references if c not in predictions]
     unmatched = [c for c in predictions if c not in references]
     if missing and not allow_subset:
@@ -350,14 +321,8 @@ def evaluate_folder(
         raise EvaluationError(pred_folder, f"none of the {len(references)} reference cases of {ref_folder} has a "
                                            f"prediction '{{case}}{file_ending}' here")
     jobs = [(c, str(predictions[c]), str(references[c]), foreground, float(tolerance)) for c in cases]
-    n_proc = min(num_processes if num_processes is not None else _default_num_processes(), len(jobs))
-    progress = dict(total=len(jobs), desc="Evaluating", unit="case")
-    if n_proc <= 1:
-        results = [_evaluate_job(job) for job in tqdm(jobs, **progress)]
-    else:
-        # spawn, as nnU-Net does: forking a process that holds torch/CUDA state is unsafe
-        with multiprocessing.get_context("spawn").Pool(n_proc) as pool:
-            results = list(tqdm(pool.imap(_evaluate_job, jobs), **progress))
+    n_proc = num_processes if num_processes is not None else default_num_processes(cap=8)
+    results = run_jobs(_evaluate_job, jobs, n_proc, desc="Evaluating", unit="case")
     summary = summarize([r.metrics for r in results], foreground)
     meta: dict[str, Any] = {
         "dataset": None,
@@ -386,7 +351,7 @@ def find_raw_dataset_folder(dataset: "int | str | os.PathLike") -> Path:
     """
     if not isinstance(dataset, int) and Path(dataset).is_dir() and (Path(dataset) / "dataset.json").is_file():
         return Path(dataset)
-    raw = os.environ.get("nnUNet_raw")
+    raw = os.environ.get(RAW)
     if not raw or not Path(raw).is_dir():
         raise EvaluationError(None, f"nnUNet_raw is not set to an existing folder (it is {raw!r}); set it, or "
                                     "pass the reference folder and label map explicitly")
@@ -402,7 +367,7 @@ def find_raw_dataset_folder(dataset: "int | str | os.PathLike") -> Path:
     except ValueError:
         raise EvaluationError(None, f"dataset {name!r} is neither an id, a 'DatasetXXX_Name' nor a dataset "
                                     "folder") from None
-    candidates = sorted(p for p in raw_path.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
+    candidates = dataset_folders_with_id(raw_path, dataset_id)
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
         raise EvaluationError(raw_path, f"expected exactly one folder Dataset{dataset_id:03d}_* for dataset "
@@ -426,11 +391,7 @@ def evaluate_dataset(
     """
     folder = find_raw_dataset_folder(dataset)
     dataset_json_file = folder / "dataset.json"
-    try:
-        with open(dataset_json_file) as f:
-            dataset_json = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvaluationError(dataset_json_file, f"cannot be read as JSON ({e})") from None
+    dataset_json = read_json(dataset_json_file, EvaluationError)
     if "labels" not in dataset_json:
         raise EvaluationError(dataset_json_file, "has no 'labels' entry")
     labels = _foreground_labels(dataset_json["labels"], dataset_json_file)

@@ -41,14 +41,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import textwrap
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -67,9 +66,12 @@ from nnunet_glua.conversion.orientation import (
     restore_orientation,
     to_canonical,
 )
-from nnunet_glua.conversion.uda_dataset import check_nifti_complete, default_num_processes, read_volume
+from nnunet_glua.conversion.uda_dataset import VOLUME_PROCESS_CAP, check_nifti_complete, read_volume
 from nnunet_glua.data.uda_dataset_info import UDADatasetError, parse_glua_block, resolve_dataset_name
+from nnunet_glua.errors import PathError
 from nnunet_glua.io_utils import write_image, write_json
+from nnunet_glua.nnunet_io import RESULTS, load_plans, nnunet_folder, read_json
+from nnunet_glua.parallel import default_num_processes, run_jobs
 
 __all__ = [
     "PredictionError",
@@ -108,13 +110,8 @@ _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 DEVICES = ("cuda", "cpu", "mps")
 
 
-class PredictionError(ValueError):
+class PredictionError(PathError):
     """A model, dataset or output folder problem. ``path`` names the file or folder at fault (may be ``None``)."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
@@ -425,12 +422,9 @@ def trained_folds(model_folder: str | os.PathLike, checkpoint: str = "checkpoint
     return sorted(found, key=lambda f: (isinstance(f, str), f if isinstance(f, int) else 0))
 
 
-def _configuration_chain(plans: Mapping[str, Any], configuration: str, plans_path: Path) -> dict[str, Any]:
-    configurations = plans.get("configurations", {})
-    if configuration not in configurations:
-        raise PredictionError(
-            plans_path, f"the plans have no configuration {configuration!r}; available: {sorted(configurations)}"
-        )
+def _configuration_chain(plans: Mapping[str, Any], configuration: str) -> dict[str, Any]:
+    """The entries of ``configuration`` with those it inherits (``inherits_from``) filled in."""
+    configurations = plans["configurations"]
     merged: dict[str, Any] = {}
     name, seen = configuration, set()
     while name is not None and name not in seen:
@@ -459,13 +453,7 @@ def find_trained_model(
         name = resolve_dataset_name(dataset)
     except UDADatasetError as err:
         raise PredictionError(None, err.problem) from None
-    results = os.environ.get("nnUNet_results")
-    if not results:
-        raise PredictionError(
-            None, "the environment variable nnUNet_results is not set; set it to nnU-Net's results folder, "
-            "e.g. export nnUNet_results=/data/nnUNet_results"
-        )
-    dataset_dir = Path(results) / name
+    dataset_dir = nnunet_folder(RESULTS, PredictionError) / name
     folder = dataset_dir / f"{trainer}__{plans}__{configuration}"
     if not folder.is_dir():
         available = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir() and p.name.count("__") == 2) \
@@ -501,14 +489,9 @@ def find_trained_model(
                 f"{', '.join(str(f) for f in available_folds) if available_folds else 'none'}. Pass those with -f, "
                 f"leave -f out to use all trained folds, or finish training the missing folds.",
             )
-    try:
-        with open(folder / "plans.json") as f:
-            plans_json = json.load(f)
-        with open(folder / "dataset.json") as f:
-            dataset_json = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise PredictionError(folder, f"cannot read plans.json / dataset.json ({err})") from None
-    config = _configuration_chain(plans_json, configuration, folder / "plans.json")
+    plans_json = load_plans(folder / "plans.json", plans, configuration, PredictionError)
+    dataset_json = read_json(folder / "dataset.json", PredictionError)
+    config = _configuration_chain(plans_json, configuration)
     if config.get("previous_stage"):
         raise PredictionError(
             folder,
@@ -746,45 +729,6 @@ def _restore(job: _RestoreJob) -> tuple[str, dict[str, int]]:
     return job.case_id, named
 
 
-_Job = TypeVar("_Job")
-_Result = TypeVar("_Result")
-
-
-def _guarded(item: tuple[Callable[[Any], Any], Any]) -> tuple[str, Any]:
-    # ConversionError does not survive pickling (two constructor arguments): send its parts back instead
-    fn, job = item
-    try:
-        return "ok", fn(job)
-    except ConversionError as err:
-        return "error", (err.path, err.problem)
-
-
-def _run_jobs(fn: Callable[[_Job], _Result], jobs: Sequence[_Job], num_processes: int, desc: str,
-              on_result: Callable[[_Result, tqdm], None] | None = None) -> list[_Result]:
-    """Run ``fn`` over ``jobs`` (in a spawn pool if ``num_processes > 1``), results in job order."""
-    results: list[Any] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc=desc, unit="scan") as bar:
-        def handle(index: int, outcome: tuple[str, Any]) -> None:
-            status, payload = outcome
-            if status == "error":
-                raise ConversionError(*payload)
-            results[index] = payload
-            if on_result is not None:
-                on_result(payload, bar)
-            bar.update()
-
-        if num_processes <= 1 or len(jobs) <= 1:
-            for index, job in enumerate(jobs):
-                handle(index, _guarded((fn, job)))
-        else:
-            # spawn: the parent may hold torch threads; forking a threaded process is unsafe
-            with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-                outcomes = pool.imap(_guarded, [(fn, job) for job in jobs])
-                for index, outcome in enumerate(outcomes):
-                    handle(index, outcome)  # the first error leaves the with-block, which terminates the pool
-    return results
-
-
 # --- the work folder ----------------------------------------------------------------------------------------------
 
 def _file_fingerprint(scan: ScanInput) -> list[list[Any]]:
@@ -800,10 +744,11 @@ def _json_ready(obj: Any) -> Any:
 
 
 def _read_json(path: Path) -> dict | None:
+    """The JSON object stored at ``path``; ``None`` if it is missing, unreadable or not an object (a record of an
+    interrupted run that cannot be trusted is ignored, not an error)."""
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        data = read_json(path)
+    except PathError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -926,7 +871,7 @@ def predict_scans(
     if npp < 0 or nps < 0 or (npp == 0) != (nps == 0):
         raise PredictionError(None, f"-npp and -nps must both be >= 1, or both 0 (no worker processes); got {npp}, "
                                     f"{nps}")
-    workers = default_num_processes() if num_processes is None else max(1, int(num_processes))
+    workers = default_num_processes(VOLUME_PROCESS_CAP) if num_processes is None else max(1, int(num_processes))
     if predict_fn is None:
         device = resolve_device(device)
         predict_fn = NnUNetPrediction(model, device, float(step_size), not disable_tta, npp, nps)
@@ -1010,7 +955,7 @@ def _segment(pending: Sequence[ScanInput], model: TrainedModel, settings: Conver
 
     jobs = [_PrepareJob(s, modality, settings.intensity, settings.canonical_orientation,
                         images / f"{s.case_id}_0000{ending}") for s in pending]
-    prepared = _run_jobs(_prepare, jobs, workers, "reorienting + harmonising", report_warnings)
+    prepared = run_jobs(_prepare, jobs, workers, "reorienting + harmonising", "scan", report_warnings)
 
     case_keys = {
         s.case_id: _json_ready({"files": _file_fingerprint(s), "modality": modality,
@@ -1061,7 +1006,7 @@ def _segment(pending: Sequence[ScanInput], model: TrainedModel, settings: Conver
             "created": _now(),
         }
 
-    _run_jobs(_restore, restore_jobs, workers, "restoring original geometry", record)
+    run_jobs(_restore, restore_jobs, workers, "restoring original geometry", "scan", record)
 
 
 def _now() -> str:
