@@ -5,6 +5,10 @@ Steps (each is skipped when its output already exists, so an interrupted run res
   2. convert it into a UDA dataset and a target-supervised upper-bound dataset (``glua_convert_mmwhs``)
   3. plan and preprocess the source domain with plain nnU-Net (``nnUNetv2_plan_and_preprocess``)
   4. preprocess the unlabelled target images with the source plans (``glua_preprocess_target``)
+  5. train the translator, CPU-sized (what ``GLUATrainer_Demo`` would otherwise do itself)
+  6. train source-only nnU-Net and GLUA, fold 0, with the same short schedule (``nnUNetv2_train``)
+  7. predict the target test set with both (``nnUNetv2_predict``) and evaluate (``glua_evaluate``)
+  8. print source-only vs GLUA (Dice, ASSD) on the target test set
 
 All nnU-Net folders live under ``--workdir`` unless ``--use-env-paths`` is given, so the demo never touches a
 user's own nnU-Net data.
@@ -20,9 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+from nnunet_glua.nnunet_io import dataset_folders_with_id
+
 DEMO_DATASET_ID = 901
 DEMO_UPPER_BOUND_ID = 902
 DEMO_CONFIGURATION = "3d_fullres"
+# in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
+DEMO_PHANTOM_SIZE = 64
+DEMO_TRAINERS = {"source-only": "SourceOnlyTrainer_Demo", "GLUA": "GLUATrainer_Demo"}
 
 
 def _nnunet_command(name: str) -> list[str]:
@@ -42,7 +51,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def _dataset_folder(root: Path, dataset_id: int) -> Path | None:
-    matches = sorted(root.glob(f"Dataset{dataset_id:03d}_*")) if root.is_dir() else []
+    matches = dataset_folders_with_id(root, dataset_id)
     return matches[0] if matches else None
 
 
@@ -55,11 +64,12 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
     return paths
 
 
-def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int) -> dict:
+def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu") -> dict:
     """Run the steps listed in the module docstring; returns a summary dict (also written to ``workdir``)."""
     from nnunet_glua.conversion.mmwhs import convert_mmwhs
     from nnunet_glua.conversion.phantom import make_phantom
     from nnunet_glua.data.target_preprocessing import preprocess_target
+    from nnunet_glua.evaluation.evaluate import evaluate_dataset, write_evaluation
     from nnunet_glua.paths import ensure_trainer_folder_registered
 
     ensure_trainer_folder_registered()
@@ -72,15 +82,15 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int) -> di
         print(f"\n=== {name} ===", flush=True)
         return time.perf_counter()
 
-    t = step("1/4 phantom (MMWHS layout)")
+    t = step("1/8 phantom (MMWHS layout)")
     phantom_dir = workdir / "phantom_cardiac"
     if not phantom_dir.exists():
-        make_phantom("cardiac", phantom_dir, num_cases=num_cases, seed=seed)
+        make_phantom("cardiac", phantom_dir, num_cases=num_cases, seed=seed, size=DEMO_PHANTOM_SIZE)
     else:
         print(f"exists: {phantom_dir}")
     timings["phantom"] = time.perf_counter() - t
 
-    t = step("2/4 convert to a UDA dataset (MR -> CT)")
+    t = step("2/8 convert to a UDA dataset (MR -> CT)")
     dataset_dir = _dataset_folder(raw, DEMO_DATASET_ID)
     if dataset_dir is None:
         dataset_dir = convert_mmwhs(phantom_dir, "MR2CT", DEMO_DATASET_ID, upper_bound_id=DEMO_UPPER_BOUND_ID,
@@ -89,7 +99,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int) -> di
         print(f"exists: {dataset_dir}")
     timings["convert"] = time.perf_counter() - t
 
-    t = step("3/4 nnU-Net planning and preprocessing (source domain)")
+    t = step("3/8 nnU-Net planning and preprocessing (source domain)")
     plans_file = preprocessed / dataset_dir.name / "nnUNetPlans.json"
     config_data = preprocessed / dataset_dir.name / f"nnUNetPlans_{DEMO_CONFIGURATION}"
     if not (plans_file.exists() and config_data.is_dir()):
@@ -100,10 +110,47 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int) -> di
         print(f"exists: {plans_file}")
     timings["plan_and_preprocess"] = time.perf_counter() - t
 
-    t = step("4/4 target preprocessing with the source plans")
+    t = step("4/8 target preprocessing with the source plans")
     target_dir = preprocess_target(DEMO_DATASET_ID, DEMO_CONFIGURATION, include_test=True,
                                    num_processes=num_processes)
     timings["target_preprocessing"] = time.perf_counter() - t
+
+    t = step("5/8 style translator (global alignment), CPU-sized")
+    from nnunet_glua.style.config import TranslatorConfig
+    from nnunet_glua.style.integration import ensure_translator
+    from nnunet_glua.training.variants import GLUATrainer_Demo
+    translator = ensure_translator(
+        DEMO_DATASET_ID, DEMO_CONFIGURATION, device=device, log=print,
+        config=TranslatorConfig().with_overrides(GLUATrainer_Demo.translator_config_overrides),
+        iterations=GLUATrainer_Demo.translator_iterations)
+    timings["translator"] = time.perf_counter() - t
+
+    train_env = dict(os.environ, GLUA_SEED=str(seed))
+    if device == "cpu":
+        train_env["nnUNet_n_proc_DA"] = "0"  # worker processes only compete for the few cores
+    results_root = Path(os.environ["nnUNet_results"]) / dataset_dir.name
+    predictions = {}
+    for name, trainer in DEMO_TRAINERS.items():
+        t = step(f"6/8 train {name} ({trainer}, fold 0)")
+        model = results_root / f"{trainer}__nnUNetPlans__{DEMO_CONFIGURATION}" / "fold_0"
+        if not (model / "checkpoint_final.pth").exists():
+            resume = ["--c"] if (model / "checkpoint_latest.pth").exists() else []
+            _run(_nnunet_command("nnUNetv2_train") + [str(DEMO_DATASET_ID), DEMO_CONFIGURATION, "0", "-tr", trainer,
+                                                      "-device", device, *resume], train_env)
+        else:
+            print(f"exists: {model / 'checkpoint_final.pth'}")
+        timings[f"train {name}"] = time.perf_counter() - t
+
+        t = step(f"7/8 predict and evaluate {name}")
+        pred = workdir / "predictions" / name
+        if not (pred / "evaluation.json").exists():
+            _run(_nnunet_command("nnUNetv2_predict") + [
+                "-i", str(dataset_dir / "imagesTs"), "-o", str(pred), "-d", str(DEMO_DATASET_ID), "-c",
+                DEMO_CONFIGURATION, "-tr", trainer, "-f", "0", "-device", device, "-npp", "0", "-nps", "0"],
+                dict(os.environ))
+            write_evaluation(evaluate_dataset(DEMO_DATASET_ID, pred, num_processes=num_processes, run_name=name), pred)
+        predictions[name] = pred
+        timings[f"predict+evaluate {name}"] = time.perf_counter() - t
 
     plans = json.loads(plans_file.read_text())
     config = plans["configurations"][DEMO_CONFIGURATION]
@@ -120,6 +167,8 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int) -> di
         "unlabelled_target_cases": len(list((dataset_dir / "imagesTargetTr").glob("*.nii.gz"))),
         "target_test_cases": len(list((dataset_dir / "imagesTs").glob("*.nii.gz"))),
         "target_preprocessed": str(target_dir),
+        "translator": str(translator),
+        "evaluations": {name: str(p / "evaluation.json") for name, p in predictions.items()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -130,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="glua_demo",
         description="Run the main job on the built-in cardiac phantom (MR source, CT target): phantom -> convert -> "
-        "nnU-Net plan/preprocess -> target preprocessing. Resumable: finished steps are skipped.",
+        "nnU-Net plan/preprocess -> target preprocessing -> translator -> source-only and GLUA training -> "
+        "prediction -> evaluation, and print both on the target test set. Resumable: finished steps are skipped.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("glua_work"),
                         help="folder for the phantom and the nnU-Net folders (default: ./glua_work)")
@@ -139,16 +189,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-cases", type=int, default=20, help="phantom volumes per modality (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="training device (default: cpu)")
     args = parser.parse_args(argv)
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if not args.use_env_paths:
         set_nnunet_paths(workdir)
-    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes)
+    started = time.perf_counter()
+    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device)
     print("\n=== produced ===")
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
+    from nnunet_glua.evaluation.report import comparison_markdown
+    print("\n" + comparison_markdown({name: path for name, path in summary["evaluations"].items()},
+                                      title=f"Target ({summary['dataset']}) test set, fold 0"))
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

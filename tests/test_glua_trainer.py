@@ -193,3 +193,23 @@ def test_pretrained_source_only_weights_warm_start_glua(planned_dataset, single_
     # nnU-Net transfers everything but the segmentation heads
     transferred = [k for k in trained if ".seg_layers." not in k]
     assert transferred and all(torch.equal(trained[k], loaded[k]) for k in transferred)
+
+
+def test_diverged_step_stops_before_the_weights_change(planned_dataset, single_threaded_augmentation):
+    from nnunet_glua.training.glua_components import AdversarialDivergenceError
+
+    trainer = _make(_short_feature_trainer(), planned_dataset, fold=0)
+    trainer.on_train_start()
+    try:
+        trainer.on_train_epoch_start()
+        real_loss = trainer.loss
+        trainer.loss = lambda output, target: real_loss(output, target) * float("nan")
+        before = {k: v.clone() for k, v in trainer._tap().state_dict().items()}
+        disc_before = {k: v.clone() for k, v in trainer.components.discriminator_module.state_dict().items()}
+        with pytest.raises(AdversarialDivergenceError, match="segmentation loss = nan"):
+            trainer.train_step(next(trainer.dataloader_train))
+        assert all(torch.equal(before[k], v) for k, v in trainer._tap().state_dict().items())
+        assert all(torch.equal(disc_before[k], v)
+                   for k, v in trainer.components.discriminator_module.state_dict().items())
+    finally:
+        trainer.components.shutdown()

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -96,13 +96,14 @@ class GLUAComponents:
 
     # -------------------------------------------------------------- discriminator
     def update_discriminator(self, source_features: Sequence[torch.Tensor], target_features: Sequence[torch.Tensor],
-                             target_valid_voxels: torch.Tensor, min_valid_fraction: float
-                             ) -> tuple[float, float, float]:
+                             target_valid_voxels: torch.Tensor, min_valid_fraction: float,
+                             check: Callable[[torch.Tensor], None] | None = None) -> tuple[float, float, float]:
         """One optimizer step of the discriminators on detached features.
 
         Source and target go through the (possibly DDP-wrapped) discriminator in one call, concatenated along the
         batch axis, so DDP's gradient hooks fire once per parameter. Source locations all count as valid (nnU-Net's
         source batch does not carry the outside-of-image marker); target locations outside the image are skipped.
+        ``check(loss)`` runs before the backward pass (it may raise to stop a diverged update on every rank).
         Returns (loss, accuracy on source locations, accuracy on valid target locations).
         """
         n_s = source_features[0].shape[0]
@@ -122,6 +123,8 @@ class GLUAComponents:
                 n_vs += valid_s.numel()
                 n_vt += int(valid_t.sum())
             loss = torch.stack(losses).mean()
+        if check is not None:
+            check(loss.detach())
         if self.disc_scaler is not None:
             self.disc_scaler.scale(loss).backward()
             self.disc_scaler.step(self.disc_optimizer)
@@ -238,12 +241,14 @@ def build_components(trainer) -> GLUAComponents:
         comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
 
     if trainer.use_translation:
+        from nnunet_glua.style.config import TranslatorConfig
         from nnunet_glua.style.integration import ensure_translator, load_translator_for
 
-        checkpoint: list[Path] = []
-        _rank_zero_first(trainer, lock, lambda: checkpoint.append(
-            ensure_translator(dataset, configuration, plans_identifier, iterations=trainer.translator_iterations,
-                              device=trainer.device, log=trainer.print_to_log_file)))
+        overrides = trainer.translator_config_overrides
+        config = TranslatorConfig().with_overrides(overrides) if overrides else None
+        _rank_zero_first(trainer, lock, lambda: ensure_translator(
+            dataset, configuration, plans_identifier, iterations=trainer.translator_iterations, config=config,
+            device=trainer.device, log=trainer.print_to_log_file))
         comp.translator, comp.translator_checkpoint = load_translator_for(
             dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
     return comp

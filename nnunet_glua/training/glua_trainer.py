@@ -62,7 +62,10 @@ class GLUATrainer(SeededTrainer):
     # --- global alignment ---
     use_translation: bool = True
     translate_probability: float = 0.9
-    translator_iterations: int = 20000  # when the trainer has to train the translator itself
+    # when no translator exists yet, the trainer trains one: TranslatorConfig defaults changed by these overrides
+    # (any TranslatorConfig field; "network" as a dict is merged), for ``translator_iterations`` (None: the config's)
+    translator_config_overrides: dict | None = None
+    translator_iterations: int | None = None
 
     # --- local alignment ---
     use_feature_alignment: bool = True
@@ -213,21 +216,24 @@ class GLUATrainer(SeededTrainer):
                 align_loss = torch.stack(align_terms).mean()
             total = seg_loss + align_weight * align_loss
 
+        # checked before any weight changes: a diverged step must not reach the weights
+        losses = {"segmentation": seg_loss.detach()}
+        if align:
+            losses["alignment"] = align_loss.detach()
+        self._stop_if_diverged(losses)
         self._backward_and_step(total)
 
         disc_loss_value = acc_s = acc_t = float("nan")
         if align:
             n_rand = self._num_randomly_sampled(b)
-            disc_loss, acc_s, acc_t = comp.update_discriminator(
+            disc_loss_value, acc_s, acc_t = comp.update_discriminator(
                 [f[:n_rand].detach() for f in features], [f[b:].detach() for f in features], valid_t_vox,
-                self.min_valid_fraction)
-            disc_loss_value = float(disc_loss)
+                self.min_valid_fraction, check=lambda loss: self._stop_if_diverged({"discriminator": loss}))
 
-        seg_loss, align_loss = seg_loss.detach(), align_loss.detach()
-        self._check_finite(seg_loss, align_loss, disc_loss_value)
         self._step_in_epoch += 1
-        return {"loss": seg_loss.detach().cpu().numpy(), "glua_seg_loss": float(seg_loss),
-                "glua_align_loss": float(align_loss), "glua_disc_loss": disc_loss_value,
+        seg_value = losses["segmentation"]
+        return {"loss": seg_value.cpu().numpy(), "glua_seg_loss": float(seg_value),
+                "glua_align_loss": float(align_loss.detach()), "glua_disc_loss": disc_loss_value,
                 "glua_align_weight": align_weight, "glua_mask_fraction": mask_fraction,
                 "glua_disc_acc_source": acc_s, "glua_disc_acc_target": acc_t,
                 "glua_translated_fraction": translated_fraction}
@@ -244,12 +250,11 @@ class GLUATrainer(SeededTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
 
-    def _check_finite(self, seg_loss: torch.Tensor, align_loss: torch.Tensor, disc_loss: float) -> None:
-        """Stop on a NaN/inf or exploding loss. Under DDP the verdict is agreed across ranks first, so every rank
-        raises together instead of one rank hanging in the next collective."""
-        values = {"segmentation": float(seg_loss)}
-        if self.components.discriminator is not None:
-            values.update(alignment=float(align_loss), discriminator=disc_loss)
+    def _stop_if_diverged(self, losses: dict[str, torch.Tensor]) -> None:
+        """Raise :class:`AdversarialDivergenceError` on a NaN/inf loss, or an adversarial loss above
+        ``max_adversarial_loss``, before the weights change. Under DDP the verdict is agreed across ranks first, so
+        every rank raises together instead of one rank hanging in the next collective."""
+        values = {k: float(v) for k, v in losses.items()}
         bad = {k: v for k, v in values.items()
                if not math.isfinite(v) or (k != "segmentation" and abs(v) > self.max_adversarial_loss)}
         flag = torch.tensor([1.0 if bad else 0.0], device=self.device)

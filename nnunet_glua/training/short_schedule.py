@@ -69,3 +69,16 @@ class SourceOnlyTrainer(SeededTrainer):
 
 class SourceOnlyTrainer_Short(ShortSchedule, SourceOnlyTrainer):
     """:class:`SourceOnlyTrainer` with the short schedule."""
+
+
+class DemoSchedule(ShortSchedule):
+    """The schedule of the main demo (``glua_demo``): sized so that source-only and GLUA training together fit the
+    demo's CPU budget on the phantom; see docs/benchmarks.md for the measured step times."""
+
+    num_epochs_short = 10
+    num_iterations_short = 25
+    num_val_iterations_short = 2
+
+
+class SourceOnlyTrainer_Demo(DemoSchedule, SourceOnlyTrainer):
+    """:class:`SourceOnlyTrainer` with the demo schedule (the demo's lower bound)."""

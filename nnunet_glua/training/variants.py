@@ -15,11 +15,11 @@ benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer
 from __future__ import annotations
 
 from nnunet_glua.training.glua_trainer import GLUATrainer
-from nnunet_glua.training.short_schedule import ShortSchedule
+from nnunet_glua.training.short_schedule import DemoSchedule, ShortSchedule
 
 __all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
            "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
-           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short"]
+           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo"]
 
 
 class GLUATrainer_NoLocalMask(GLUATrainer):
@@ -46,17 +46,32 @@ class GLUATrainer_Mask50(GLUATrainer):
     mask_ratio = 0.5
 
 
+# A translator small enough to train on a CPU in minutes (measured on the cardiac phantom: docs/style_tuning.md).
+CPU_TRANSLATOR = {"batch_size": 8, "slice_size": [32, 32],
+                  "network": {"base_channels": 16, "n_residual_blocks": 2, "style_channels": 16, "disc_channels": 16,
+                              "content_disc_channels": 64}}
+
+
 class GLUATrainer_Short(ShortSchedule, GLUATrainer):
-    translator_iterations = 300
+    translator_config_overrides = CPU_TRANSLATOR
+    translator_iterations = 200
 
 
 class GLUATrainer_NoLocalMask_Short(ShortSchedule, GLUATrainer_NoLocalMask):
-    translator_iterations = 300
+    translator_config_overrides = CPU_TRANSLATOR
+    translator_iterations = 200
 
 
 class GLUATrainer_StyleOnly_Short(ShortSchedule, GLUATrainer_StyleOnly):
-    translator_iterations = 300
+    translator_config_overrides = CPU_TRANSLATOR
+    translator_iterations = 200
 
 
 class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
     pass
+
+
+class GLUATrainer_Demo(DemoSchedule, GLUATrainer):
+    """GLUATrainer with the main demo's CPU schedule and CPU-sized translator."""
+    translator_config_overrides = CPU_TRANSLATOR
+    translator_iterations = 600
