@@ -162,3 +162,54 @@ def test_config_round_trip_and_validation(tmp_path):
         tiny_config(slice_size=[4, 40])
     with pytest.raises(ValueError, match="style_bank_sampling"):
         tiny_config(style_bank_sampling="prior")
+
+
+def test_presets_start_from_the_defaults_and_unknown_names_are_refused():
+    assert TranslatorConfig.preset("default") == TranslatorConfig()
+    cpu = TranslatorConfig.preset("cpu_demo")
+    assert cpu.network.base_channels < TranslatorConfig().network.base_channels
+    assert cpu.losses == TranslatorConfig().losses  # a preset sizes the run; it does not change the objective
+    with pytest.raises(ValueError, match="cpu_demo"):
+        TranslatorConfig.preset("fast")
+
+
+def test_domain_specific_content_layers_start_identical_and_are_trained_apart():
+    torch.manual_seed(0)
+    cfg = tiny_config(network={"domain_content_layers": 2})
+    gens = build_generators(1, cfg.network)
+    stems = gens.content_encoder.stems
+    x = torch.randn(2, 1, 32, 40)
+    # identical at the start: one image gives one content code whichever domain it is declared to be
+    assert torch.equal(gens.content_encoder(x, "source"), gens.content_encoder(x, "target"))
+    # separate parameters, so training can move them apart
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(stems["source"].parameters(),
+                                                              stems["target"].parameters()))
+    with pytest.raises(ValueError, match="domain"):
+        gens.content_encoder(x)
+    shared = build_generators(1, tiny_config(network={"domain_content_layers": 0}).network)
+    assert shared.content_encoder.stems is None
+    assert shared.content_encoder(x).shape == gens.content_encoder(x, "source").shape
+
+
+def test_content_discriminator_sees_per_sample_offset_and_scale():
+    # codes of the two domains that differ only in their global statistics must be separable: a normalisation before
+    # the pooling would make them identical to the discriminator
+    torch.manual_seed(0)
+    cfg = tiny_config().network
+    disc = build_discriminators(1, cfg, (32, 40)).content
+    code = torch.randn(4, cfg.base_channels * 4, 8, 10)
+    assert (disc(code) - disc(3 * code + 2)).abs().min() > 1e-3
+
+
+def test_real_negatives_add_a_discriminator_term_only_when_weighted():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    gens = build_generators(1, cfg.network)
+    discs = build_discriminators(1, cfg.network, (32, 40))
+    x_s, x_t = torch.randn(2, 1, 32, 40), torch.randn(2, 1, 32, 40) + 1
+    with torch.no_grad():
+        p = translation_pass(gens, x_s, x_t)
+    with_neg, parts = discriminator_loss(p, discs, x_s, x_t, LossWeights(image_real_negatives=1.0))
+    without, parts0 = discriminator_loss(p, discs, x_s, x_t, LossWeights(image_real_negatives=0.0))
+    assert "d_negatives" in parts and "d_negatives" not in parts0
+    assert torch.isclose(with_neg - without, parts["d_negatives"])

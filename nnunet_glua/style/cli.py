@@ -16,7 +16,7 @@ from typing import NoReturn
 import torch
 
 from nnunet_glua.style.checkpoint import CheckpointError
-from nnunet_glua.style.config import TranslatorConfig, load_config_overrides
+from nnunet_glua.style.config import PRESETS, TranslatorConfig, load_config_overrides
 from nnunet_glua.style.identity import TranslatorMismatchError
 
 __all__ = ["train_main", "translate_main", "report_main"]
@@ -43,7 +43,8 @@ def _fail(prog: str, error: BaseException) -> NoReturn:
 
 
 def _load_config(args: argparse.Namespace) -> TranslatorConfig:
-    config = TranslatorConfig()
+    """The preset, then the JSON overrides, then the explicit options (each later one wins)."""
+    config = TranslatorConfig.preset(args.preset)
     if args.config_json:
         config = config.with_overrides(load_config_overrides(args.config_json))
     overrides: dict = {}
@@ -67,12 +68,18 @@ def train_main(argv: list[str] | None = None) -> None:
                     "training cases (preprocessed automatically if missing). Output: "
                     "$nnUNet_results/DatasetXXX_Name/GLUATranslator__PLANS__CONFIGURATION/ (checkpoint_final.pth, "
                     "checkpoint_latest.pth, style_bank.json, previews/, training_log.jsonl).",
-        epilog="Example: glua_train_style -d 701 -c 3d_fullres --iterations 20000 --device cuda")
+        epilog="Examples: glua_train_style -d 701 -c 3d_fullres --device cuda; "
+               "glua_train_style -d 901 -c 3d_fullres --preset cpu_demo --device cpu")
     _add_dataset_args(parser)
-    parser.add_argument("--iterations", type=int, help="training iterations (default 20000)")
-    parser.add_argument("--batch-size", type=int, help="slices per domain per iteration (default 8)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="named configuration to start from: 'default' (GPU, real data: 20000 iterations of "
+                             "batch 16) or 'cpu_demo' (a phantom on a 2-core CPU in about 5 minutes: smaller "
+                             "networks, 32x32 crops). --config-json and the options below override it")
+    parser.add_argument("--iterations", type=int, help="training iterations (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="slices per domain per iteration (default: the preset's)")
     parser.add_argument("--slice-size", type=int, nargs=2, metavar=("Y", "Z"),
-                        help="in-plane training slice size (default: the configuration's in-plane patch size)")
+                        help="in-plane training crop size (default: the preset's, else the configuration's "
+                             "in-plane patch size)")
     parser.add_argument("--config-json", help="JSON file of TranslatorConfig overrides, e.g. "
                                               "'{\"network\": {\"base_channels\": 64}, \"lr\": 2e-4}'")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA (default: mixed precision)")
@@ -152,6 +159,10 @@ def report_main(argv: list[str] | None = None) -> None:
                         help="optional preprocessed *labelled* target cases (e.g. test cases) for per-structure "
                              "target statistics; used for this report only")
     parser.add_argument("--max-slices", type=int, default=400, help="slices per folder (default 400)")
+    parser.add_argument("--slice-size", type=int, nargs=2, metavar=("Y", "Z"),
+                        help="in-plane size of the report's slices (default: the size the translator was trained "
+                             "on; pass the configuration's in-plane patch size to judge a translator trained on "
+                             "smaller crops on what the segmentation network will see)")
     parser.add_argument("--classifier-iterations", type=int, default=300,
                         help="training steps of the domain classifier (default 300)")
     parser.add_argument("-o", "--output", help="JSON output (default: style_report.json in the translator folder)")
@@ -168,6 +179,7 @@ def report_main(argv: list[str] | None = None) -> None:
         target = Path(args.target_folder) if args.target_folder else target_train_folder(ctx, create=False)
         report = style_report(translator, args.source_folder or ctx.source_folder, target,
                               target_labelled_folder=args.target_labelled_folder, max_slices=args.max_slices,
+                              slice_size=tuple(args.slice_size) if args.slice_size else None,
                               classifier_iterations=args.classifier_iterations, seed=args.seed,
                               progress=not args.no_progress)
         out = Path(args.output) if args.output else Path(translator.source).parent / "style_report.json"

@@ -11,6 +11,8 @@ Network (:class:`NetworkConfig`)
     translator runs on *every slice of every patch* in each segmentation training step, so its cost adds to every
     step; half the width costs a quarter of the FLOPs. Phantom and CT/MR slices in nnU-Net's z-scored space have far
     less texture variety than natural photographs, for which the 64-channel width was chosen.
+    ``domain_content_layers=3``: the content encoder's 7x7 stem and both downsampling convs exist once per domain,
+    the residual blocks are shared (see :mod:`nnunet_glua.style.networks`).
     ``style_dim=8``: MUNIT's and DRIT's choice; a style here is a global intensity/contrast/noise appearance, a
     handful of numbers.
     ``disc_scales=3``, ``disc_layers=4``: multi-scale PatchGAN as in pix2pixHD/MUNIT; both are reduced automatically
@@ -21,6 +23,10 @@ Losses (:class:`LossWeights`)
     cross-cycle (10) and content-adversarial (1) weights. The reconstruction terms dominate on purpose: source labels
     must stay valid on translated images, so content preservation outranks realism. ``style_regularization=0.01``
     (DRIT's KL weight) keeps style codes near the origin so that the style bank's clusters and noise are on one scale.
+    ``image_real_negatives=1``: each domain's image discriminator also sees the *other* domain's real images as
+    fakes. Without it a discriminator only learns "real vs. generator artefacts" and the generator can pass with the
+    source contrast; with it, keeping the source's contrast is penalised directly (measured on the phantom:
+    ``docs/style_tuning.md``).
 Optimisation
     Adam, ``lr=1e-4``, ``betas=(0.5, 0.999)``, ``weight_decay=1e-4`` (MUNIT/DRIT). The learning rate is constant for
     the first ``lr_decay_start`` fraction of the iterations and then decays linearly to ``lr_final_fraction * lr``
@@ -52,7 +58,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NetworkConfig", "LossWeights", "AugmentationConfig", "TranslatorConfig", "load_config_overrides"]
+__all__ = ["NetworkConfig", "LossWeights", "AugmentationConfig", "TranslatorConfig", "PRESETS", "load_config_overrides"]
 
 
 @dataclass
@@ -72,6 +78,7 @@ class NetworkConfig:
     disc_scales: int = 3
     content_disc_channels: int = 128
     content_disc_layers: int = 3
+    domain_content_layers: int = 3
 
     @property
     def spatial_multiple(self) -> int:
@@ -81,7 +88,8 @@ class NetworkConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or value < (0 if f.name in ("n_downsampling",) else 1):
+            if not isinstance(value, int) or value < (0 if f.name in ("n_downsampling", "domain_content_layers")
+                                                      else 1):
                 raise ValueError(f"NetworkConfig.{f.name} must be a positive integer, got {value!r}")
         if self.n_downsampling > 5:
             raise ValueError(f"NetworkConfig.n_downsampling={self.n_downsampling} is too deep for 2D slices (max 5)")
@@ -98,6 +106,7 @@ class LossWeights:
     content_reconstruction: float = 1.0
     style_reconstruction: float = 1.0
     style_regularization: float = 0.01
+    image_real_negatives: float = 1.0
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -205,6 +214,14 @@ class TranslatorConfig:
         cfg.validate()
         return cfg
 
+    @classmethod
+    def preset(cls, name: str) -> TranslatorConfig:
+        """A named configuration (see :data:`PRESETS`): ``"default"`` (GPU, real data) or ``"cpu_demo"`` (a
+        phantom on a 2-core CPU in about 5 minutes). Unknown names raise ``ValueError`` listing the known ones."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown translator preset {name!r}; known presets: {sorted(PRESETS)}")
+        return cls().with_overrides(PRESETS[name])
+
     def with_overrides(self, overrides: dict[str, Any]) -> TranslatorConfig:
         """A copy with ``overrides`` (same nesting as :meth:`to_dict`, partial sub-dicts allowed) applied."""
         merged = self.to_dict()
@@ -214,6 +231,17 @@ class TranslatorConfig:
             else:
                 merged[key] = value
         return TranslatorConfig.from_dict(merged)
+
+
+#: Named configurations, as overrides of the defaults (same nesting as :meth:`TranslatorConfig.to_dict`).
+#: ``cpu_demo``: a quarter of the default width, two residual blocks, a 4x higher learning rate and batch 4, so that
+#: a phantom trains on a 2-core CPU in about 5 minutes; the measurements behind it are in ``docs/style_tuning.md``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "cpu_demo": {"network": {"base_channels": 16, "n_residual_blocks": 2, "style_channels": 16, "disc_channels": 16,
+                             "content_disc_channels": 64},
+                 "lr": 4e-4, "batch_size": 4, "iterations": 800, "checkpoint_every": 200, "preview_every": 200},
+}
 
 
 def load_config_overrides(path: str | os.PathLike) -> dict[str, Any]:

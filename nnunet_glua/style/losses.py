@@ -128,4 +128,9 @@ def discriminator_loss(p: TranslationPass, discs: TranslatorDiscriminators, x_s:
                + lsgan_real(discs.image["source"](x_s)) + lsgan_fake(discs.image["source"](p.fake_s)))
     d_content = lsgan_real(discs.content(p.c_s)) + lsgan_fake(discs.content(p.c_t))
     total = w.image_adversarial * d_image + w.content_adversarial * d_content
-    return total, {"d_image": d_image.detach(), "d_content": d_content.detach()}
+    parts = {"d_image": d_image.detach(), "d_content": d_content.detach()}
+    if w.image_real_negatives > 0:
+        d_negatives = lsgan_fake(discs.image["target"](x_s)) + lsgan_fake(discs.image["source"](x_t))
+        total = total + w.image_real_negatives * d_negatives
+        parts["d_negatives"] = d_negatives.detach()
+    return total, parts

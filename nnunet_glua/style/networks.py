@@ -2,9 +2,13 @@
 
 Parts (all 2D, inputs ``(N, C, H, W)`` in nnU-Net's z-scored intensity units, ``C`` = the dataset's channels):
 
-* :class:`ContentEncoder` - shared by both domains: 7x7 conv, ``n_downsampling`` stride-2 convs (channels double each
-  time), residual blocks; instance norm throughout, so the content code carries no global intensity statistics.
-  Output ``(N, base_channels * 2**n_downsampling, H / 2**n, W / 2**n)``.
+* :class:`ContentEncoder` - 7x7 conv, ``n_downsampling`` stride-2 convs (channels double each time), residual blocks;
+  instance norm throughout, so the content code carries no global intensity statistics. The first
+  ``domain_content_layers`` layers exist once per domain (DRIT's split): one structure has a different intensity in
+  each modality, often in the opposite order to its neighbours, and fully shared first layers would have to map two
+  contradicting local patterns to one code. The residual blocks are shared. Both domains' copies start identical
+  (see ``docs/style_tuning.md``: with independent random starts the translator learnt an inverted contrast in two
+  of three seeds). Output ``(N, base_channels * 2**n_downsampling, H / 2**n, W / 2**n)``.
 * :class:`StyleEncoder` - one per domain: convs without normalisation (normalisation would erase exactly the global
   statistics a style is made of), global average pooling, 1x1 conv to a ``style_dim`` vector ``(N, style_dim)``.
 * :class:`AdaINDecoder` - one per domain: residual blocks whose instance-norm scale/shift come from an MLP on the
@@ -17,7 +21,8 @@ Parts (all 2D, inputs ``(N, C, H, W)`` in nnU-Net's z-scored intensity units, ``
   2x between scales). The number of scales and of stride-2 layers per scale shrink for small slices so that every
   output map is at least about 4 pixels on its shorter side.
 * :class:`ContentDiscriminator` - on content codes, predicts the domain (one score per sample), so that the shared
-  content space carries no domain information (DRIT).
+  content space carries no domain information (DRIT). Convs without normalisation, then global average pooling: a
+  normalisation right before the pooling would erase the per-sample statistics it has to judge.
 
 Sizes: the generator needs in-plane sizes divisible by ``2**n_downsampling``. Training crops are sampled at that
 multiple directly; :func:`pad_to_multiple` / :func:`crop_to` let translation handle any size (e.g. 37x53) by
@@ -91,21 +96,37 @@ class _ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def _content_layers(in_channels: int, cfg: NetworkConfig) -> list[nn.Module]:
+    ch = cfg.base_channels
+    layers: list[nn.Module] = [_ConvBlock(in_channels, ch, 7, 1, 3, "instance", "relu")]
+    for _ in range(cfg.n_downsampling):
+        layers.append(_ConvBlock(ch, ch * 2, 4, 2, 1, "instance", "relu"))
+        ch *= 2
+    return layers + [_ResBlock(ch) for _ in range(cfg.n_residual_blocks)]
+
+
 class ContentEncoder(nn.Module):
-    """``(N, C, H, W)`` -> content code ``(N, base * 2**n_down, H / 2**n_down, W / 2**n_down)``."""
+    """``(N, C, H, W)`` of ``domain`` -> content code ``(N, base * 2**n_down, H / 2**n_down, W / 2**n_down)``.
+
+    The first ``cfg.domain_content_layers`` layers (7x7 stem, then the downsampling convs; at most all of these)
+    exist once per domain, the rest is shared. With 0 every layer is shared and ``domain`` is ignored.
+    """
 
     def __init__(self, in_channels: int, cfg: NetworkConfig):
         super().__init__()
-        ch = cfg.base_channels
-        layers: list[nn.Module] = [_ConvBlock(in_channels, ch, 7, 1, 3, "instance", "relu")]
-        for _ in range(cfg.n_downsampling):
-            layers.append(_ConvBlock(ch, ch * 2, 4, 2, 1, "instance", "relu"))
-            ch *= 2
-        layers += [_ResBlock(ch) for _ in range(cfg.n_residual_blocks)]
-        self.model = nn.Sequential(*layers)
-        self.out_channels = ch
+        split = min(cfg.domain_content_layers, 1 + cfg.n_downsampling)
+        layers = _content_layers(in_channels, cfg)
+        self.stems = nn.ModuleDict({d: nn.Sequential(*_content_layers(in_channels, cfg)[:split]) for d in DOMAINS}
+                                   ) if split else None
+        self.model = nn.Sequential(*layers[split:])
+        self.out_channels = content_channels(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, domain: str | None = None) -> torch.Tensor:
+        if self.stems is not None:
+            if domain not in DOMAINS:
+                raise ValueError(f"this content encoder has domain-specific first layers; pass domain as one of "
+                                 f"{DOMAINS}, got {domain!r}")
+            x = self.stems[domain](x)
         return self.model(x)
 
 
@@ -241,8 +262,11 @@ class ContentDiscriminator(nn.Module):
         n_strided = max(0, min(cfg.content_disc_layers - 1, int(math.floor(math.log2(max(min(code_size), 1) / 2)))))
         for i in range(cfg.content_disc_layers):
             stride = 2 if i < n_strided else 1
-            layers.append(_ConvBlock(cin, ch, 3, stride, 1, "instance" if i > 0 else "none", "lrelu",
-                                     padding_mode="zeros"))
+            # no normalisation: instance norm before the global pooling below would make every pooled feature
+            # (nearly) the same constant for every sample - the mean of LeakyReLU(zero-mean, unit-variance map) -
+            # and leave the discriminator blind to the domain (measured: codes differing 3x in scale and by +2 in
+            # offset gave pooled features differing by 0.003), so the content adversarial term did nothing
+            layers.append(_ConvBlock(cin, ch, 3, stride, 1, "none", "lrelu", padding_mode="zeros"))
             cin = ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 1, 1)
@@ -265,10 +289,16 @@ class TranslatorGenerators(nn.Module):
         self.style_encoders = nn.ModuleDict({d: StyleEncoder(in_channels, cfg) for d in DOMAINS})
         self.decoders = nn.ModuleDict({d: AdaINDecoder(in_channels, cfg) for d in DOMAINS})
         self.apply(_init_conv)
+        stems = self.content_encoder.stems
+        if stems is not None:
+            # both domains' first layers start identical: training starts from the shared encoder (which maps each
+            # structure to the same code whatever the modality only as far as their local patterns agree) and
+            # lets the two stems drift apart only as far as the domains' intensities need
+            stems[DOMAINS[1]].load_state_dict(stems[DOMAINS[0]].state_dict())
 
     def encode(self, x: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, C, H, W)`` with H, W multiples of ``2**n_down`` -> (content code, style code)."""
-        return self.content_encoder(x), self.style_encoders[domain](x)
+        return self.content_encoder(x, domain), self.style_encoders[domain](x)
 
     def decode(self, content: torch.Tensor, style: torch.Tensor, domain: str) -> torch.Tensor:
         return self.decoders[domain](content, style)
@@ -276,7 +306,8 @@ class TranslatorGenerators(nn.Module):
     def translate(self, x: torch.Tensor, style: torch.Tensor, to_domain: str) -> torch.Tensor:
         """Any-size ``(N, C, H, W)`` -> ``(N, C, H, W)`` in ``to_domain`` with the given style codes ``(N, d)``."""
         xp, size = pad_to_multiple(x, self.cfg.spatial_multiple)
-        return crop_to(self.decode(self.content_encoder(xp), style, to_domain), size)
+        from_domain = DOMAINS[1 - DOMAINS.index(to_domain)]
+        return crop_to(self.decode(self.content_encoder(xp, from_domain), style, to_domain), size)
 
 
 class TranslatorDiscriminators(nn.Module):

@@ -119,7 +119,7 @@ def _round_trip(translator: Translator, x: np.ndarray, styles: torch.Tensor, chu
         u = gens.decode(c_s, styles[start:start + chunk].to(dev), "target")
         outs[0].append(u.float().cpu().numpy())
         outs[1].append(gens.decode(c_s, s_s, "source").float().cpu().numpy())
-        outs[2].append(gens.decode(gens.content_encoder(u), s_s, "source").float().cpu().numpy())
+        outs[2].append(gens.decode(gens.content_encoder(u, "target"), s_s, "source").float().cpu().numpy())
     return tuple(np.concatenate(o) for o in outs)  # type: ignore[return-value]
 
 
@@ -138,13 +138,18 @@ def _split_by_case(batch: SliceBatch) -> tuple[np.ndarray, np.ndarray]:
 
 def style_report(translator: Translator, source_folder: str | os.PathLike, target_folder: str | os.PathLike, *,
                  target_labelled_folder: str | os.PathLike | None = None, max_slices: int = 400,
-                 classifier_iterations: int = 300, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Compute the quality report (see the module docstring); returns a JSON-safe dict."""
+                 slice_size: tuple[int, int] | None = None, classifier_iterations: int = 300, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
+    """Compute the quality report (see the module docstring); returns a JSON-safe dict.
+
+    ``slice_size`` (H, W): in-plane size of the report's slices; default: the size the translator was trained on
+    (its crops), else the source cases' median in-plane shape. Rounded up to the generator's multiple.
+    """
     cfg = translator.config
     multiple = cfg.network.spatial_multiple
     kwargs = dict(min_body_fraction=cfg.min_body_fraction, augmentation=None, progress=progress)
     src = SliceSampler(source_folder, (multiple, multiple), name="source", **kwargs)
-    trained = translator.slice_size or (tuple(cfg.slice_size) if cfg.slice_size else None)
+    trained = slice_size or translator.slice_size or (tuple(cfg.slice_size) if cfg.slice_size else None)
     crop = padded_size(trained or src.median_inplane_shape(), multiple)
     src.crop_size = crop
     tgt = SliceSampler(target_folder, crop, name="target", **kwargs)

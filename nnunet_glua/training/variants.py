@@ -11,15 +11,19 @@
 
 ``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
 benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
+``*_Demo`` variants use the main demo's CPU schedule (``glua_benchmark --schedule _Demo`` reproduces its rows and
+adds the ablations; :class:`SourceOnlyTrainer_Demo` is the source-only row).
 """
 from __future__ import annotations
 
+from nnunet_glua.style.config import PRESETS
 from nnunet_glua.training.glua_trainer import GLUATrainer
 from nnunet_glua.training.short_schedule import DemoSchedule, ShortSchedule
 
 __all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
            "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
-           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo"]
+           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo",
+           "GLUATrainer_NoLocalMask_Demo", "GLUATrainer_StyleOnly_Demo", "GLUATrainer_FeatureOnly_Demo"]
 
 
 class GLUATrainer_NoLocalMask(GLUATrainer):
@@ -47,9 +51,7 @@ class GLUATrainer_Mask50(GLUATrainer):
 
 
 # A translator small enough to train on a CPU in minutes (measured on the cardiac phantom: docs/style_tuning.md).
-CPU_TRANSLATOR = {"batch_size": 8, "slice_size": [32, 32],
-                  "network": {"base_channels": 16, "n_residual_blocks": 2, "style_channels": 16, "disc_channels": 16,
-                              "content_disc_channels": 64}}
+CPU_TRANSLATOR = PRESETS["cpu_demo"]
 
 
 class GLUATrainer_Short(ShortSchedule, GLUATrainer):
@@ -74,4 +76,15 @@ class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
 class GLUATrainer_Demo(DemoSchedule, GLUATrainer):
     """GLUATrainer with the main demo's CPU schedule and CPU-sized translator."""
     translator_config_overrides = CPU_TRANSLATOR
-    translator_iterations = 600
+
+
+class GLUATrainer_NoLocalMask_Demo(DemoSchedule, GLUATrainer_NoLocalMask):
+    translator_config_overrides = CPU_TRANSLATOR
+
+
+class GLUATrainer_StyleOnly_Demo(DemoSchedule, GLUATrainer_StyleOnly):
+    translator_config_overrides = CPU_TRANSLATOR
+
+
+class GLUATrainer_FeatureOnly_Demo(DemoSchedule, GLUATrainer_FeatureOnly):
+    pass
