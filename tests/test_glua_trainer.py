@@ -213,3 +213,27 @@ def test_diverged_step_stops_before_the_weights_change(planned_dataset, single_t
                    for k, v in trainer.components.discriminator_module.state_dict().items())
     finally:
         trainer.components.shutdown()
+
+
+def test_gap_mask_figure_selects_the_trained_fraction_on_a_target_patch(planned_dataset,
+                                                                         single_threaded_augmentation, tmp_path):
+    from PIL import Image
+
+    from nnunet_glua.data.target_preprocessing import target_folder
+    from nnunet_glua.evaluation.gap_figure import gap_mask_figure
+
+    trainer = _make(_short_feature_trainer(), planned_dataset, fold=4)
+    trainer.run_training()
+    summary = gap_mask_figure(trainer.output_folder, target_folder(DATASET_ID, "3d_fullres"), tmp_path / "gap.png")
+    assert summary["mask_ratio"] == trainer.mask_ratio
+    assert summary["selected_fraction"] == pytest.approx(trainer.mask_ratio, abs=0.05)
+    with Image.open(tmp_path / "gap.png") as png:
+        assert png.width >= 3 * 160 and png.height >= 160
+    # a source-only checkpoint has no discriminator: refused with a message, nothing written
+    from nnunet_glua.training.short_schedule import SourceOnlyTrainer_Short
+    plain = _make(SourceOnlyTrainer_Short, planned_dataset, fold=4)
+    plain.num_epochs, plain.num_iterations_per_epoch, plain.num_val_iterations_per_epoch = 1, 1, 1
+    plain.run_training()
+    with pytest.raises(ValueError, match="no feature discriminator"):
+        gap_mask_figure(plain.output_folder, target_folder(DATASET_ID, "3d_fullres"), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
