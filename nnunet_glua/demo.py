@@ -8,7 +8,8 @@ Steps (each is skipped when its output already exists, so an interrupted run res
   5. train the translator, CPU-sized (what ``GLUATrainer_Demo`` would otherwise do itself)
   6. train source-only nnU-Net and GLUA, fold 0, with the same short schedule (``nnUNetv2_train``)
   7. predict the target test set with both (``nnUNetv2_predict``) and evaluate (``glua_evaluate``)
-  8. print source-only vs GLUA (Dice, ASSD) on the target test set
+  8. draw pictures (target test predictions, the local gap mask, the translator's preview) and print source-only
+     vs GLUA (Dice, ASSD) on the target test set
 
 All nnU-Net folders live under ``--workdir`` unless ``--use-env-paths`` is given, so the demo never touches a
 user's own nnU-Net data.
@@ -28,7 +29,10 @@ from nnunet_glua.nnunet_io import dataset_folders_with_id
 
 DEMO_DATASET_ID = 901
 DEMO_UPPER_BOUND_ID = 902
-DEMO_CONFIGURATION = "3d_fullres"
+# 2D: on this phantom (heart structures 4-7 voxels across at the demo's size) nnU-Net's 2D U-Net reaches a source
+# validation Dice of about 0.8 within ~500 steps of 0.25 s on 2 CPU cores, where 250 steps of the 3D U-Net (1 s each)
+# still predicted nothing (measured, docs/benchmarks.md); -c 3d_fullres runs the same job in 3D given more time
+DEMO_CONFIGURATION = "2d"
 # in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
 DEMO_PHANTOM_SIZE = 64
 DEMO_TRAINERS = {"source-only": "SourceOnlyTrainer_Demo", "GLUA": "GLUATrainer_Demo"}
@@ -55,6 +59,29 @@ def _dataset_folder(root: Path, dataset_id: int) -> Path | None:
     return matches[0] if matches else None
 
 
+def _write_figures(out: Path, dataset_dir: Path, predictions: dict[str, Path], results_root: Path,
+                   configuration: str, translator_checkpoint: Path) -> dict[str, Path]:
+    """Target test slices (image, ground truth, each run's prediction), the local gap mask of the GLUA model on
+    an unlabelled target patch, and the translator's last preview grid."""
+    from nnunet_glua.data.target_preprocessing import target_folder
+    from nnunet_glua.evaluation.figures import prediction_figure
+    from nnunet_glua.evaluation.gap_figure import gap_mask_figure
+
+    figures = {"predictions": prediction_figure(
+        dataset_dir / "imagesTs", dataset_dir / "labelsTs", predictions, out / "target_test_predictions.png",
+        title=f"{dataset_dir.name}: target test set, fold 0 ({configuration})")}
+    glua_fold = results_root / f"{DEMO_TRAINERS['GLUA']}__nnUNetPlans__{configuration}" / "fold_0"
+    figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(DEMO_DATASET_ID, configuration),
+                                               out / "local_gap_mask.png")["png"])
+    preview = translator_checkpoint.parent / "previews" / "latest.png"
+    if preview.is_file():
+        shutil.copyfile(preview, out / "translator_preview.png")
+        figures["translator_preview"] = out / "translator_preview.png"
+    for name, path in figures.items():
+        print(f"{name}: {path}")
+    return figures
+
+
 def set_nnunet_paths(workdir: Path) -> dict[str, str]:
     """Point nnU-Net's three folders at ``workdir`` in ``os.environ`` and return them."""
     paths = {name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -64,7 +91,8 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
     return paths
 
 
-def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu") -> dict:
+def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu",
+             configuration: str = DEMO_CONFIGURATION) -> dict:
     """Run the steps listed in the module docstring; returns a summary dict (also written to ``workdir``)."""
     from nnunet_glua.conversion.mmwhs import convert_mmwhs
     from nnunet_glua.conversion.phantom import make_phantom
@@ -101,17 +129,17 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
 
     t = step("3/8 nnU-Net planning and preprocessing (source domain)")
     plans_file = preprocessed / dataset_dir.name / "nnUNetPlans.json"
-    config_data = preprocessed / dataset_dir.name / f"nnUNetPlans_{DEMO_CONFIGURATION}"
+    config_data = preprocessed / dataset_dir.name / f"nnUNetPlans_{configuration}"
     if not (plans_file.exists() and config_data.is_dir()):
         _run(_nnunet_command("nnUNetv2_plan_and_preprocess")
-             + ["-d", str(DEMO_DATASET_ID), "-c", DEMO_CONFIGURATION, "-np", str(num_processes),
+             + ["-d", str(DEMO_DATASET_ID), "-c", configuration, "-np", str(num_processes),
                 "-npfp", str(num_processes), "--verify_dataset_integrity"], dict(os.environ))
     else:
         print(f"exists: {plans_file}")
     timings["plan_and_preprocess"] = time.perf_counter() - t
 
     t = step("4/8 target preprocessing with the source plans")
-    target_dir = preprocess_target(DEMO_DATASET_ID, DEMO_CONFIGURATION, include_test=True,
+    target_dir = preprocess_target(DEMO_DATASET_ID, configuration, include_test=True,
                                    num_processes=num_processes)
     timings["target_preprocessing"] = time.perf_counter() - t
 
@@ -120,9 +148,8 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     from nnunet_glua.style.integration import ensure_translator
     from nnunet_glua.training.variants import GLUATrainer_Demo
     translator = ensure_translator(
-        DEMO_DATASET_ID, DEMO_CONFIGURATION, device=device, log=print,
-        config=TranslatorConfig().with_overrides(GLUATrainer_Demo.translator_config_overrides),
-        iterations=GLUATrainer_Demo.translator_iterations)
+        DEMO_DATASET_ID, configuration, device=device, log=print,
+        config=TranslatorConfig().with_overrides(GLUATrainer_Demo.translator_config_overrides))
     timings["translator"] = time.perf_counter() - t
 
     train_env = dict(os.environ, GLUA_SEED=str(seed))
@@ -132,10 +159,10 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     predictions = {}
     for name, trainer in DEMO_TRAINERS.items():
         t = step(f"6/8 train {name} ({trainer}, fold 0)")
-        model = results_root / f"{trainer}__nnUNetPlans__{DEMO_CONFIGURATION}" / "fold_0"
+        model = results_root / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
         if not (model / "checkpoint_final.pth").exists():
             resume = ["--c"] if (model / "checkpoint_latest.pth").exists() else []
-            _run(_nnunet_command("nnUNetv2_train") + [str(DEMO_DATASET_ID), DEMO_CONFIGURATION, "0", "-tr", trainer,
+            _run(_nnunet_command("nnUNetv2_train") + [str(DEMO_DATASET_ID), configuration, "0", "-tr", trainer,
                                                       "-device", device, *resume], train_env)
         else:
             print(f"exists: {model / 'checkpoint_final.pth'}")
@@ -146,20 +173,26 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         if not (pred / "evaluation.json").exists():
             _run(_nnunet_command("nnUNetv2_predict") + [
                 "-i", str(dataset_dir / "imagesTs"), "-o", str(pred), "-d", str(DEMO_DATASET_ID), "-c",
-                DEMO_CONFIGURATION, "-tr", trainer, "-f", "0", "-device", device, "-npp", "0", "-nps", "0"],
+                configuration, "-tr", trainer, "-f", "0", "-device", device, "-npp", "0", "-nps", "0",
+                "--disable_tta"],
                 dict(os.environ))
             write_evaluation(evaluate_dataset(DEMO_DATASET_ID, pred, num_processes=num_processes, run_name=name), pred)
         predictions[name] = pred
         timings[f"predict+evaluate {name}"] = time.perf_counter() - t
 
+    t = step("8/8 pictures")
+    figures = _write_figures(workdir / "figures", dataset_dir, predictions, results_root, configuration,
+                             Path(translator))
+    timings["pictures"] = time.perf_counter() - t
+
     plans = json.loads(plans_file.read_text())
-    config = plans["configurations"][DEMO_CONFIGURATION]
+    config = plans["configurations"][configuration]
     summary = {
         "dataset": dataset_dir.name,
         "raw_dataset": str(dataset_dir),
         "upper_bound_dataset": str(_dataset_folder(raw, DEMO_UPPER_BOUND_ID)),
         "plans": str(plans_file),
-        "configuration": DEMO_CONFIGURATION,
+        "configuration": configuration,
         "patch_size": config["patch_size"],
         "spacing": config["spacing"],
         "batch_size": config["batch_size"],
@@ -169,6 +202,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         "target_preprocessed": str(target_dir),
         "translator": str(translator),
         "evaluations": {name: str(p / "evaluation.json") for name, p in predictions.items()},
+        "figures": {name: str(p) for name, p in figures.items()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -189,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-cases", type=int, default=20, help="phantom volumes per modality (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument("-c", "--configuration", default=DEMO_CONFIGURATION, choices=("2d", "3d_fullres"),
+                        help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="training device (default: cpu)")
     args = parser.parse_args(argv)
 
@@ -197,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.use_env_paths:
         set_nnunet_paths(workdir)
     started = time.perf_counter()
-    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device)
+    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration)
     print("\n=== produced ===")
     for key, value in summary.items():
         print(f"{key:>24}: {value}")

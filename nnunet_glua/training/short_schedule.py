@@ -75,7 +75,7 @@ class DemoSchedule(ShortSchedule):
     """The schedule of the main demo (``glua_demo``): sized so that source-only and GLUA training together fit the
     demo's CPU budget on the phantom; see docs/benchmarks.md for the measured step times."""
 
-    num_epochs_short = 10
+    num_epochs_short = 30
     num_iterations_short = 25
     num_val_iterations_short = 2
 
