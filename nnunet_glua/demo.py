@@ -27,8 +27,12 @@ from pathlib import Path
 
 from nnunet_glua.nnunet_io import dataset_folders_with_id
 
-DEMO_DATASET_ID = 901
-DEMO_UPPER_BOUND_ID = 902
+# dataset ids (adaptation, target-supervised upper bound) per direction
+DEMO_DATASET_IDS = {"CT2MR": (903, 904), "MR2CT": (901, 902)}
+# CT source, MR target: on the phantom at this budget nnU-Net learns the MR heart (blood pools far brighter than
+# the myocardium) quickly enough for the comparison to mean something; with a CT target even target-supervised
+# nnU-Net reaches only 0.35 Dice in the demo's 750 steps (docs/benchmarks.md). --direction MR2CT runs the other way.
+DEMO_DIRECTION = "CT2MR"
 # 2D: on this phantom (heart structures 4-7 voxels across at the demo's size) nnU-Net's 2D U-Net reaches a source
 # validation Dice of about 0.8 within ~500 steps of 0.25 s on 2 CPU cores, where 250 steps of the 3D U-Net (1 s each)
 # still predicted nothing (measured, docs/benchmarks.md); -c 3d_fullres runs the same job in 3D given more time
@@ -59,7 +63,7 @@ def _dataset_folder(root: Path, dataset_id: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _write_figures(out: Path, dataset_dir: Path, predictions: dict[str, Path], results_root: Path,
+def _write_figures(out: Path, dataset_id: int, dataset_dir: Path, predictions: dict[str, Path], results_root: Path,
                    configuration: str, translator_checkpoint: Path) -> dict[str, Path]:
     """Target test slices (image, ground truth, each run's prediction), the local gap mask of the GLUA model on
     an unlabelled target patch, and the translator's last preview grid."""
@@ -71,7 +75,7 @@ def _write_figures(out: Path, dataset_dir: Path, predictions: dict[str, Path], r
         dataset_dir / "imagesTs", dataset_dir / "labelsTs", predictions, out / "target_test_predictions.png",
         title=f"{dataset_dir.name}: target test set, fold 0 ({configuration})")}
     glua_fold = results_root / f"{DEMO_TRAINERS['GLUA']}__nnUNetPlans__{configuration}" / "fold_0"
-    figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(DEMO_DATASET_ID, configuration),
+    figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(dataset_id, configuration),
                                                out / "local_gap_mask.png")["png"])
     preview = translator_checkpoint.parent / "previews" / "latest.png"
     if preview.is_file():
@@ -92,8 +96,9 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
 
 
 def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu",
-             configuration: str = DEMO_CONFIGURATION) -> dict:
+             configuration: str = DEMO_CONFIGURATION, direction: str = DEMO_DIRECTION) -> dict:
     """Run the steps listed in the module docstring; returns a summary dict (also written to ``workdir``)."""
+    dataset_id, upper_bound_id = DEMO_DATASET_IDS[direction]
     from nnunet_glua.conversion.mmwhs import convert_mmwhs
     from nnunet_glua.conversion.phantom import make_phantom
     from nnunet_glua.data.target_preprocessing import preprocess_target
@@ -118,10 +123,10 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         print(f"exists: {phantom_dir}")
     timings["phantom"] = time.perf_counter() - t
 
-    t = step("2/8 convert to a UDA dataset (MR -> CT)")
-    dataset_dir = _dataset_folder(raw, DEMO_DATASET_ID)
+    t = step(f"2/8 convert to a UDA dataset ({direction[:2]} -> {direction[3:]})")
+    dataset_dir = _dataset_folder(raw, dataset_id)
     if dataset_dir is None:
-        dataset_dir = convert_mmwhs(phantom_dir, "MR2CT", DEMO_DATASET_ID, upper_bound_id=DEMO_UPPER_BOUND_ID,
+        dataset_dir = convert_mmwhs(phantom_dir, direction, dataset_id, upper_bound_id=upper_bound_id,
                                     num_processes=num_processes)
     else:
         print(f"exists: {dataset_dir}")
@@ -132,14 +137,14 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     config_data = preprocessed / dataset_dir.name / f"nnUNetPlans_{configuration}"
     if not (plans_file.exists() and config_data.is_dir()):
         _run(_nnunet_command("nnUNetv2_plan_and_preprocess")
-             + ["-d", str(DEMO_DATASET_ID), "-c", configuration, "-np", str(num_processes),
+             + ["-d", str(dataset_id), "-c", configuration, "-np", str(num_processes),
                 "-npfp", str(num_processes), "--verify_dataset_integrity"], dict(os.environ))
     else:
         print(f"exists: {plans_file}")
     timings["plan_and_preprocess"] = time.perf_counter() - t
 
     t = step("4/8 target preprocessing with the source plans")
-    target_dir = preprocess_target(DEMO_DATASET_ID, configuration, include_test=True,
+    target_dir = preprocess_target(dataset_id, configuration, include_test=True,
                                    num_processes=num_processes)
     timings["target_preprocessing"] = time.perf_counter() - t
 
@@ -148,7 +153,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     from nnunet_glua.style.integration import ensure_translator
     from nnunet_glua.training.variants import GLUATrainer_Demo
     translator = ensure_translator(
-        DEMO_DATASET_ID, configuration, device=device, log=print,
+        dataset_id, configuration, device=device, log=print,
         config=TranslatorConfig().with_overrides(GLUATrainer_Demo.translator_config_overrides))
     timings["translator"] = time.perf_counter() - t
 
@@ -162,27 +167,27 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         model = results_root / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
         if not (model / "checkpoint_final.pth").exists():
             resume = ["--c"] if (model / "checkpoint_latest.pth").exists() else []
-            _run(_nnunet_command("nnUNetv2_train") + [str(DEMO_DATASET_ID), configuration, "0", "-tr", trainer,
+            _run(_nnunet_command("nnUNetv2_train") + [str(dataset_id), configuration, "0", "-tr", trainer,
                                                       "-device", device, *resume], train_env)
         else:
             print(f"exists: {model / 'checkpoint_final.pth'}")
         timings[f"train {name}"] = time.perf_counter() - t
 
         t = step(f"7/8 predict and evaluate {name}")
-        pred = workdir / "predictions" / name
+        pred = workdir / "predictions" / dataset_dir.name / configuration / name
         if not (pred / "evaluation.json").exists():
             _run(_nnunet_command("nnUNetv2_predict") + [
-                "-i", str(dataset_dir / "imagesTs"), "-o", str(pred), "-d", str(DEMO_DATASET_ID), "-c",
+                "-i", str(dataset_dir / "imagesTs"), "-o", str(pred), "-d", str(dataset_id), "-c",
                 configuration, "-tr", trainer, "-f", "0", "-device", device, "-npp", "0", "-nps", "0",
                 "--disable_tta"],
                 dict(os.environ))
-            write_evaluation(evaluate_dataset(DEMO_DATASET_ID, pred, num_processes=num_processes, run_name=name), pred)
+            write_evaluation(evaluate_dataset(dataset_id, pred, num_processes=num_processes, run_name=name), pred)
         predictions[name] = pred
         timings[f"predict+evaluate {name}"] = time.perf_counter() - t
 
     t = step("8/8 pictures")
-    figures = _write_figures(workdir / "figures", dataset_dir, predictions, results_root, configuration,
-                             Path(translator))
+    figures = _write_figures(workdir / "figures" / dataset_dir.name / configuration, dataset_id, dataset_dir,
+                             predictions, results_root, configuration, Path(translator))
     timings["pictures"] = time.perf_counter() - t
 
     plans = json.loads(plans_file.read_text())
@@ -190,7 +195,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     summary = {
         "dataset": dataset_dir.name,
         "raw_dataset": str(dataset_dir),
-        "upper_bound_dataset": str(_dataset_folder(raw, DEMO_UPPER_BOUND_ID)),
+        "upper_bound_dataset": str(_dataset_folder(raw, upper_bound_id)),
         "plans": str(plans_file),
         "configuration": configuration,
         "patch_size": config["patch_size"],
@@ -212,8 +217,8 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="glua_demo",
-        description="Run the main job on the built-in cardiac phantom (MR source, CT target): phantom -> convert -> "
-        "nnU-Net plan/preprocess -> target preprocessing -> translator -> source-only and GLUA training -> "
+        description="Run the main job on the built-in cardiac phantom (default: CT source, MR target): phantom -> "
+        "convert -> nnU-Net plan/preprocess -> target preprocessing -> translator -> source-only and GLUA training -> "
         "prediction -> evaluation, and print both on the target test set. Resumable: finished steps are skipped.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("glua_work"),
@@ -225,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("-c", "--configuration", default=DEMO_CONFIGURATION, choices=("2d", "3d_fullres"),
                         help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
+    parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_DATASET_IDS),
+                        help=f"source and target modality (default: {DEMO_DIRECTION}, CT labelled, MR unlabelled)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="training device (default: cpu)")
     args = parser.parse_args(argv)
 
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.use_env_paths:
         set_nnunet_paths(workdir)
     started = time.perf_counter()
-    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration)
+    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
+                       args.direction)
     print("\n=== produced ===")
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
