@@ -7,7 +7,8 @@ Steps (each is skipped when its output already exists, so an interrupted run res
   4. preprocess the unlabelled target images with the source plans (``glua_preprocess_target``)
   5. train the translator, CPU-sized (what ``GLUATrainer_Demo`` would otherwise do itself)
   6. train source-only nnU-Net and GLUA, fold 0, with the same short schedule (``nnUNetv2_train``)
-  7. predict the target test set with both (``nnUNetv2_predict``) and evaluate (``glua_evaluate``)
+  7. predict the target test set with both (``nnUNetv2_predict``, without test-time mirroring to save time; the
+     same for both rows) and evaluate (``glua_evaluate``)
   8. draw pictures (target test predictions, the local gap mask, the translator's preview) and print source-only
      vs GLUA (Dice, ASSD) on the target test set
 
