@@ -35,6 +35,7 @@ import SimpleITK as sitk
 import nnunet_glua
 from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import ClassMetrics, Summary, compute_case_metrics, summarize
+from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
 from nnunet_glua.evaluation.report import evaluation_markdown
 from nnunet_glua.io_utils import atomic_path, write_json
 from nnunet_glua.nnunet_io import RAW, dataset_folders_with_id, label_files, read_json
@@ -184,20 +185,8 @@ def _foreground_labels(labels: Mapping[str, Any], source: "str | os.PathLike | N
 
 # ------------------------------------------------------------------------------------------------ one case
 def _read_label_image(path: Path, role: str) -> tuple[sitk.Image, np.ndarray]:
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
-        raise EvaluationError(path, f"the {role} cannot be read ({detail})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise EvaluationError(path, f"the {role} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                                    "a label map has one")
-    array = sitk.GetArrayFromImage(image)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise EvaluationError(path, f"the {role} holds non-integer values; a label map holds integer labels")
-        array = array.astype(np.int64)
-    return image, array
+    image = read_scalar_image(path, role, EvaluationError)
+    return image, as_integer_labels(sitk.GetArrayFromImage(image), path, role, EvaluationError)
 
 
 def _geometry_problem(pred: sitk.Image, ref: sitk.Image, tolerance: float) -> str | None:

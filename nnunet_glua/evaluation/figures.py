@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from nnunet_glua.conversion.orientation import geometry_mismatches
 from nnunet_glua.errors import PathError
+from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
 from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.nnunet_io import label_files, read_json
 from nnunet_glua.style.preview import display_window, to_uint8
@@ -163,27 +164,16 @@ def _read_volume(path: Path, role: str) -> sitk.Image:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the {role} file does not exist; every case shown needs its image, its "
                                 f"ground truth and a prediction in every prediction folder")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
-        raise FigureError(path, f"the {role} cannot be read ({detail})") from None
+    image = read_scalar_image(path, role, FigureError)
     if image.GetDimension() != 3:
         raise FigureError(path, f"the {role} is {image.GetDimension()}D; the figure shows axial slices of 3D volumes")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise FigureError(path, f"the {role} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                                "expected one (a scalar image or a label map)")
     return image
 
 
 def _label_array(image: sitk.Image, path: Path, role: str) -> np.ndarray:
     """The label map as an integer array in display orientation (z, y, x)."""
-    array = sitk.GetArrayFromImage(sitk.DICOMOrient(image, DISPLAY_ORIENTATION))
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise FigureError(path, f"the {role} holds non-integer values; a label map holds integer labels")
-        array = array.astype(np.int64)
-    return array
+    return as_integer_labels(sitk.GetArrayFromImage(sitk.DICOMOrient(image, DISPLAY_ORIENTATION)), path, role,
+                             FigureError)
 
 
 def _require_same_grid(image: sitk.Image, image_path: Path, other: sitk.Image, other_path: Path, role: str) -> None:
