@@ -14,6 +14,7 @@ the target data preprocessed with the same plans; nothing is trained or written 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from nnunet_glua.alignment.local_mask import gap_map, top_fraction_mask, valid_feature_locations
+from nnunet_glua.evaluation.figures import PANEL_MIN_SIDE, overlay_rgb
 from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.style.preview import display_window, to_uint8
 
 __all__ = ["GapMaps", "load_glua_model", "gap_maps_for_patch", "gap_mask_figure"]
 
-_MIN_PANEL = 160
 _HEADER = 16
 
 
+@dataclass(frozen=True)
 class GapMaps:
     """Gap map and selected mask of one patch, on the voxel grid of the patch.
 
@@ -43,10 +45,11 @@ class GapMaps:
         selected_fraction: fraction of the valid feature locations that are selected.
     """
 
-    def __init__(self, image: np.ndarray, valid: np.ndarray, gap: np.ndarray, selected: np.ndarray,
-                 selected_fraction: float):
-        self.image, self.valid, self.gap, self.selected = image, valid, gap, selected
-        self.selected_fraction = selected_fraction
+    image: np.ndarray
+    valid: np.ndarray
+    gap: np.ndarray
+    selected: np.ndarray
+    selected_fraction: float
 
 
 def load_glua_model(fold_folder: str | os.PathLike, checkpoint_name: str = "checkpoint_final.pth"):
@@ -124,7 +127,7 @@ def _central_patch(data: np.ndarray, valid: np.ndarray, patch_size: tuple[int, .
 
 
 def _enlarge(rgb: np.ndarray) -> Image.Image:
-    factor = max(1, int(np.ceil(_MIN_PANEL / max(1, min(rgb.shape[:2])))))
+    factor = max(1, int(np.ceil(PANEL_MIN_SIDE / max(1, min(rgb.shape[:2])))))
     return Image.fromarray(rgb).resize((rgb.shape[1] * factor, rgb.shape[0] * factor), Image.NEAREST)
 
 
@@ -173,11 +176,10 @@ def gap_mask_figure(fold_folder: str | os.PathLike, target_folder: str | os.Path
     gray = to_uint8(image, display_window(image, body))
     gap = pick(maps.gap)
     gap_gray = to_uint8(gap, (0.0, float(gap.max()) if gap.max() > 0 else 1.0))
-    overlay = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
-    red = pick(maps.selected)
-    overlay[red] = 0.5 * overlay[red] + 0.5 * np.array([255.0, 0.0, 0.0])
-    panels = [_enlarge(np.repeat(gray[..., None], 3, -1)), _enlarge(np.repeat(gap_gray[..., None], 3, -1)),
-              _enlarge(overlay.round().astype(np.uint8))]
+    nothing = np.zeros(gray.shape, dtype=bool)
+    # the selection in label 1's colour of the prediction figure (red), blended as there
+    panels = [_enlarge(overlay_rgb(gray, nothing)), _enlarge(overlay_rgb(gap_gray, nothing)),
+              _enlarge(overlay_rgb(gray, pick(maps.selected)))]
     titles = ["target patch", "domain gap (discriminator)", f"local mask: top {ratio:.0%} (red)"]
     w, h = panels[0].size
     canvas = Image.new("RGB", (3 * w, h + 2 * _HEADER), "black")
