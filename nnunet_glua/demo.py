@@ -150,12 +150,11 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     timings["target_preprocessing"] = time.perf_counter() - t
 
     t = step("5/8 style translator (global alignment), CPU-sized")
-    from nnunet_glua.style.config import TranslatorConfig
     from nnunet_glua.style.integration import ensure_translator
     from nnunet_glua.training.variants import GLUATrainer_Demo
-    translator = ensure_translator(
-        dataset_id, configuration, device=device, log=print,
-        config=TranslatorConfig().with_overrides(GLUATrainer_Demo.translator_config_overrides))
+    translator = ensure_translator(dataset_id, configuration, device=device, log=print,
+                                   iterations=GLUATrainer_Demo.translator_iterations,
+                                   config=GLUATrainer_Demo.translator_config())
     timings["translator"] = time.perf_counter() - t
 
     train_env = dict(os.environ, GLUA_SEED=str(seed))

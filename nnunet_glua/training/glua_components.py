@@ -241,13 +241,11 @@ def build_components(trainer) -> GLUAComponents:
         comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
 
     if trainer.use_translation:
-        from nnunet_glua.style.config import TranslatorConfig
         from nnunet_glua.style.integration import ensure_translator, load_translator_for
 
-        overrides = trainer.translator_config_overrides
-        config = TranslatorConfig().with_overrides(overrides) if overrides else None
         _rank_zero_first(trainer, lock, lambda: ensure_translator(
-            dataset, configuration, plans_identifier, iterations=trainer.translator_iterations, config=config,
+            dataset, configuration, plans_identifier, iterations=trainer.translator_iterations,
+            config=trainer.translator_config(),
             device=trainer.device, log=trainer.print_to_log_file))
         comp.translator, comp.translator_checkpoint = load_translator_for(
             dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)

@@ -104,6 +104,15 @@ class GLUATrainer(SeededTrainer):
         self._pending_glua_state: dict | None = None
         self._step_in_epoch = 0
 
+    @classmethod
+    def translator_config(cls):
+        """The :class:`~nnunet_glua.style.config.TranslatorConfig` a missing translator is trained with: the
+        defaults changed by ``translator_config_overrides`` (``None``: the defaults)."""
+        from nnunet_glua.style.config import TranslatorConfig
+
+        overrides = cls.translator_config_overrides
+        return TranslatorConfig().with_overrides(overrides) if overrides else None
+
     # ------------------------------------------------------------------ network
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
