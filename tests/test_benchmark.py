@@ -379,11 +379,18 @@ def test_missing_upper_bound_dataset_is_an_error_with_advice(datasets, tmp_path)
     # named in dataset.json but never converted
     folder = Path(os.environ["nnUNet_raw"]) / NO_UPPER
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    dataset_json["glua"]["upper_bound_dataset"] = "Dataset944_Missing"
-    (folder / "dataset.json").write_text(json.dumps(dataset_json))
     try:
+        dataset_json["glua"]["upper_bound_dataset"] = "Dataset944_Missing"
+        (folder / "dataset.json").write_text(json.dumps(dataset_json))
         with pytest.raises(bm.BenchmarkError, match="Dataset944_Missing"):
             bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+        # a path instead of a dataset folder name must not reach outside nnUNet_raw
+        for bad in (f"../{UPPER}", str(folder.parent / UPPER), "not_a_dataset"):
+            dataset_json["glua"]["upper_bound_dataset"] = bad
+            (folder / "dataset.json").write_text(json.dumps(dataset_json))
+            with pytest.raises(bm.BenchmarkError, match="must be the name of a dataset folder"):
+                bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True,
+                                 runner=refuse)
     finally:
         dataset_json["glua"]["upper_bound_dataset"] = None
         (folder / "dataset.json").write_text(json.dumps(dataset_json))

@@ -311,6 +311,16 @@ def _test_cases(dataset: _Dataset) -> list[str]:
     return labels
 
 
+def _is_dataset_folder_name(name: Any) -> bool:
+    if not isinstance(name, str) or Path(name).name != name:
+        return False
+    try:
+        dataset_id_from_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _upper_bound_dataset(adaptation: _Dataset, test_cases: Sequence[str]) -> _Dataset:
     """The target-supervised dataset named by the adaptation dataset.json, checked for the same test set and
     label map and for training cases disjoint from the test cases."""
@@ -323,7 +333,12 @@ def _upper_bound_dataset(adaptation: _Dataset, test_cases: Sequence[str]) -> _Da
             "Convert the data again with --upper-bound-id ID (e.g. glua_convert_mmwhs ... -d 701 "
             "--upper-bound-id 702), or leave the row out: --rows source-only glua ...",
         )
-    folder = adaptation.folder.parent / str(name)
+    if not _is_dataset_folder_name(name):
+        # a path here would let the upper bound be read from (or written next to) anything outside nnUNet_raw
+        raise BenchmarkError(dataset_json_file, f"glua.upper_bound_dataset is {name!r}; it must be the name of a "
+                                                "dataset folder next to this one (DatasetXXX_Name). Convert the data "
+                                                "again with --upper-bound-id")
+    folder = adaptation.folder.parent / name
     if not (folder / "dataset.json").is_file():
         raise BenchmarkError(folder, f"the upper-bound dataset named in {dataset_json_file} does not exist. Convert "
                                      "the data again with --upper-bound-id, or leave the row out (--rows ...)")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from nnunet_glua.nnunet_io import nnunet_folder
 from nnunet_glua.style.checkpoint import checkpoint_identity, load_checkpoint
 from nnunet_glua.style.config import TranslatorConfig
 from nnunet_glua.style.identity import TranslatorIdentity, identity_from_plans
@@ -34,14 +35,6 @@ __all__ = ["TRANSLATOR_FOLDER_PREFIX", "NnUNetContext", "load_context", "transla
            "load_translator"]
 
 TRANSLATOR_FOLDER_PREFIX = "GLUATranslator"
-
-
-def _env_folder(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(f"environment variable {name} is not set; nnU-Net needs nnUNet_raw, nnUNet_preprocessed "
-                           f"and nnUNet_results (see nnU-Net's documentation/setting_up_paths.md)")
-    return Path(value)
 
 
 @dataclass
@@ -77,7 +70,7 @@ def load_context(dataset: str | int, configuration: str, plans_identifier: str =
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     dataset_name = maybe_convert_to_dataset_name(dataset)
-    pre = _env_folder("nnUNet_preprocessed") / dataset_name
+    pre = nnunet_folder("nnUNet_preprocessed") / dataset_name
     plans_file = pre / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise FileNotFoundError(f"{plans_file}: plans not found. Run nnUNetv2_plan_and_preprocess -d {dataset} "
@@ -103,7 +96,7 @@ def translator_folder_name(plans_identifier: str, configuration: str) -> str:
 
 def translator_output_folder(dataset_name: str, plans_identifier: str, configuration: str) -> Path:
     """``$nnUNet_results/DatasetXXX_Name/GLUATranslator__{plans}__{configuration}``."""
-    return _env_folder("nnUNet_results") / dataset_name / translator_folder_name(plans_identifier, configuration)
+    return nnunet_folder("nnUNet_results") / dataset_name / translator_folder_name(plans_identifier, configuration)
 
 
 def target_train_folder(ctx: NnUNetContext, create: bool = True, num_processes: int | None = None) -> Path:
