@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -20,6 +20,10 @@ from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import IntensitySettings
 from nnunet_glua.conversion.orientation import orientation_code
 from nnunet_glua.inference import predict_scans as ps
+from nnunet_glua.inference.errors import PredictionError
+from nnunet_glua.inference.output_layout import WORK_FOLDER_NAME
+from nnunet_glua.inference.scan_inputs import discover_inputs, read_scan
+from nnunet_glua.inference.trained_model import find_trained_model
 
 DATASET_ID = 986
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_PredictScans"
@@ -198,7 +202,7 @@ def test_labels_land_on_the_bright_structure_in_each_scans_original_geometry(mod
     assert ras["model_folder"] == str(model_folder.resolve()) and ras["folds"] == list(TRAINED_FOLDS)
     assert ras["voxels_per_label"] == {"bright": int(scans["ras_case"][1].sum())}
     # the intermediate folder is gone after a successful run
-    assert not (out / ps.WORK_FOLDER_NAME).exists()
+    assert not (out / WORK_FOLDER_NAME).exists()
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str, reverse_names: bool = True) -> None:
@@ -228,9 +232,9 @@ def test_dicom_series_folder_is_read_by_position_and_predicted_in_its_geometry(m
     series = tmp_path / "patient_07"
     write_dicom_series(image, series, "1.2.826.0.1.3680043.2.1125.1")
 
-    [scan] = ps.discover_inputs([series])
+    [scan] = discover_inputs([series])
     assert scan.case_id == "patient_07" and scan.is_dicom and len(scan.dicom_files) == 8
-    read = ps.read_scan(scan)
+    read = read_scan(scan)
     # slices come back in position order (file names run the other way), on the original grid
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
     np.testing.assert_allclose(read.GetDirection(), image.GetDirection(), atol=1e-5)
@@ -248,10 +252,10 @@ def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path):
     series = tmp_path / "gappy"
     write_dicom_series(image, series, "1.2.3.4.7", reverse_names=False)
     (series / "IM0003.dcm").unlink()
-    [scan] = ps.discover_inputs([series])
+    [scan] = discover_inputs([series])
     # stacked at an average spacing, every slice after the gap would be misplaced: refuse instead
     with pytest.raises(ConversionError, match="not evenly spaced.*IM0002.dcm -> IM0004.dcm: 4 mm"):
-        ps.read_scan(scan)
+        read_scan(scan)
 
 
 def test_a_folder_with_several_dicom_series_is_refused(tmp_path):
@@ -263,7 +267,7 @@ def test_a_folder_with_several_dicom_series_is_refused(tmp_path):
         for f in (folder / sub).iterdir():
             f.rename(folder / f"{sub}_{f.name}")
     with pytest.raises(ConversionError, match="holds 2 DICOM series") as err:
-        ps.discover_inputs([folder])
+        discover_inputs([folder])
     assert err.value.path == str(folder)
 
 
@@ -281,23 +285,23 @@ def test_input_discovery_expands_folders_and_names_cases(tmp_path):
     single.parent.mkdir()
     sitk.WriteImage(image, str(single))
 
-    scans = ps.discover_inputs([single, folder])
+    scans = discover_inputs([single, folder])
     assert [(s.case_id, s.kind) for s in scans] == [
         ("single", "file"), ("a_scan", "file"), ("b_scan", "file"), ("c.scan", "file"), ("series_x", "dicom_series"),
     ]
     with pytest.raises(ConversionError, match="same case id 'b_scan'"):
         sitk.WriteImage(image, str(tmp_path / "other" / "b_scan.nrrd"))
-        ps.discover_inputs([folder, tmp_path / "other" / "b_scan.nrrd"])
+        discover_inputs([folder, tmp_path / "other" / "b_scan.nrrd"])
     with pytest.raises(ConversionError, match="is given twice"):
-        ps.discover_inputs([single, single])
+        discover_inputs([single, single])
     with pytest.raises(ConversionError, match="does not exist"):
-        ps.discover_inputs([tmp_path / "missing.nii.gz"])
+        discover_inputs([tmp_path / "missing.nii.gz"])
     with pytest.raises(ConversionError, match="unsupported file type"):
-        ps.discover_inputs([folder / "notes.txt"])
+        discover_inputs([folder / "notes.txt"])
     with pytest.raises(ConversionError, match="single DICOM file"):
-        ps.discover_inputs([next((folder / "series_x").iterdir())])
+        discover_inputs([next((folder / "series_x").iterdir())])
     with pytest.raises(ConversionError, match="holds no NIfTI/NRRD/MetaImage file and no DICOM series"):
-        ps.discover_inputs([folder / "empty_sub"])
+        discover_inputs([folder / "empty_sub"])
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -330,19 +334,19 @@ def test_inputs_that_are_not_single_channel_3d_volumes_are_refused_before_any_wo
 
 def test_model_errors_name_what_exists(model_folder, scans, tmp_path):
     inputs = [scans["ras_case"][0]]
-    with pytest.raises(ps.PredictionError, match="unknown dataset"):
+    with pytest.raises(PredictionError, match="unknown dataset"):
         ps.predict_scans(989, inputs, tmp_path / "o", predict_fn=ThresholdPredictor())
-    with pytest.raises(ps.PredictionError, match=f"Trained models of this dataset: {MODEL}"):
+    with pytest.raises(PredictionError, match=f"Trained models of this dataset: {MODEL}"):
         ps.predict_scans(DATASET_ID, inputs, tmp_path / "o", trainer="nnUNetTrainer", predict_fn=ThresholdPredictor())
-    with pytest.raises(ps.PredictionError, match=r"fold\(s\) 4 have no checkpoint_final.pth. Trained folds "
+    with pytest.raises(PredictionError, match=r"fold\(s\) 4 have no checkpoint_final.pth. Trained folds "
                                                  r"\(with checkpoint_final.pth\): 0, 1"):
         ps.predict_scans(DATASET_ID, inputs, tmp_path / "o", folds=[0, 4], predict_fn=ThresholdPredictor())
     # fold 4 has only checkpoint_latest.pth: that checkpoint selects it
-    model = ps.find_trained_model(DATASET_ID, folds=None, checkpoint="checkpoint_latest.pth")
+    model = find_trained_model(DATASET_ID, folds=None, checkpoint="checkpoint_latest.pth")
     assert model.folds == (4,)
-    assert ps.find_trained_model(str(DATASET_ID), folds=["1", 0]).folds == (1, 0)
-    with pytest.raises(ps.PredictionError, match="no trained model .*__3d_lowres"):
-        ps.find_trained_model(DATASET_ID, configuration="3d_lowres")
+    assert find_trained_model(str(DATASET_ID), folds=["1", 0]).folds == (1, 0)
+    with pytest.raises(PredictionError, match="no trained model .*__3d_lowres"):
+        find_trained_model(DATASET_ID, configuration="3d_lowres")
     assert not (tmp_path / "o").exists()
 
 
@@ -374,7 +378,7 @@ def test_an_interrupted_run_resumes_from_its_intermediate_predictions(model_fold
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(inputs, out, ThresholdPredictor(fail_after=1))
     assert not list(out.glob("*.nii.gz"))  # nothing final was written
-    assert (out / ps.WORK_FOLDER_NAME / "predictions" / "ras_case.nii.gz").is_file()
+    assert (out / WORK_FOLDER_NAME / "predictions" / "ras_case.nii.gz").is_file()
 
     resumed = ThresholdPredictor()
     run(inputs, out, resumed)
@@ -383,7 +387,7 @@ def test_an_interrupted_run_resumes_from_its_intermediate_predictions(model_fold
         path, bright = scans[case]
         assert_on_original_grid(out / f"{case}.nii.gz", sitk.ReadImage(str(path)), bright)
     assert json.loads((out / "predictions.json").read_text())["cases"]["ras_case"]["reused_intermediate_prediction"]
-    assert not (out / ps.WORK_FOLDER_NAME).exists()
+    assert not (out / WORK_FOLDER_NAME).exists()
 
 
 def test_intermediate_predictions_of_a_changed_scan_or_model_are_not_reused(model_folder, scans, tmp_path):
@@ -398,7 +402,7 @@ def test_intermediate_predictions_of_a_changed_scan_or_model_are_not_reused(mode
     run(inputs, out, resumed, keep_intermediate=True)
     assert resumed.calls == [["ras_case", "irp_case"]]
     assert_on_original_grid(out / "ras_case.nii.gz", image, moved)
-    work = out / ps.WORK_FOLDER_NAME
+    work = out / WORK_FOLDER_NAME
     assert sorted(p.name for p in (work / "images").iterdir()) == ["irp_case_0000.nii.gz", "ras_case_0000.nii.gz"]
 
     # a different ensemble (other folds) makes every intermediate prediction stale
@@ -410,7 +414,7 @@ def test_intermediate_predictions_of_a_changed_scan_or_model_are_not_reused(mode
 
 def test_output_folder_must_not_be_an_input_folder(model_folder, scans):
     folder = scans["ras_case"][0].parent
-    with pytest.raises(ps.PredictionError, match="also an input folder"):
+    with pytest.raises(PredictionError, match="also an input folder"):
         run([folder], folder, ThresholdPredictor())
 
 
@@ -432,6 +436,33 @@ def test_cli_reports_a_missing_fold_and_exits_1(model_folder, scans, tmp_path, c
     assert code == 1
     err = capsys.readouterr().err
     assert "fold(s) 2 have no checkpoint_final.pth" in err and "Trained folds (with checkpoint_final.pth): 0, 1" in err
+
+
+@pytest.mark.parametrize("variable, value", [("nnUNet_npp", "three"), ("nnUNet_nps", "2.5")])
+def test_a_bad_process_count_variable_is_reported_by_name_and_the_options_override_it(
+        model_folder, scans, tmp_path, capsys, monkeypatch, variable, value):
+    # nnUNetv2_predict's own variables for the -npp / -nps defaults: a typo there must not end in a traceback
+    monkeypatch.setenv(variable, value)
+    out = tmp_path / "o"
+    code = ps.main(["-d", str(DATASET_ID), "-i", str(scans["ras_case"][0]), "-o", str(out), "-device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"the environment variable {variable} must be a whole number of processes" in err
+    assert repr(value) in err and "Traceback" not in err
+    assert not out.exists()
+
+    predictor = ThresholdPredictor()
+    run([scans["ras_case"][0]], out, predictor, num_processes_preprocessing=1, num_processes_export=1)
+    assert predictor.calls == [["ras_case"]]
+
+
+def test_public_names_stay_importable_from_predict_scans():
+    # callers import everything from the command's module, wherever the implementation lives
+    assert [name for name in ps.__all__ if not hasattr(ps, name)] == []
+    assert {"ScanInput", "TrainedModel", "NnUNetPrediction", "discover_inputs", "predict_scans", "main"} <= set(
+        ps.__all__)
+    assert ps.discover_inputs is discover_inputs and ps.PredictionError is PredictionError
+    assert ps.find_trained_model is find_trained_model and ps.WORK_FOLDER_NAME == WORK_FOLDER_NAME
 
 
 # --- a real (untrained, tiny) nnU-Net model ------------------------------------------------------------------------
@@ -515,7 +546,7 @@ def test_real_nnunet_model_predicts_through_the_plugin_trainer_in_the_original_g
                     "-np", "1", "--keep-intermediate"])
     assert code == 0, capsys.readouterr().err
 
-    harmonised = sitk.ReadImage(str(out / ps.WORK_FOLDER_NAME / "images" / "irp_case_0000.nii.gz"))
+    harmonised = sitk.ReadImage(str(out / WORK_FOLDER_NAME / "images" / "irp_case_0000.nii.gz"))
     body = sitk.GetArrayFromImage(harmonised) > 0
     box = np.zeros(body.shape, np.uint8)
     box[tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(body))] = 1

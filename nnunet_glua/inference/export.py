@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         description="Export a trained GLUA model folder for plain nnU-Net (no plugin needed to predict). Example: "
         "glua_export_model -i $nnUNet_results/Dataset701_MMWHS_MR2CT/GLUATrainer__nnUNetPlans__3d_fullres "
         "-o /models/mmwhs_ct  then  nnUNetv2_predict_from_modelfolder -i IN -o OUT -m /models/mmwhs_ct -f 0 1 2 3 4")
-    parser.add_argument("-i", "--model-folder", required=True, type=Path, help="trained model folder (TRAINER__PLANS__CONFIG)")
+    parser.add_argument("-i", "--model-folder", required=True, type=Path,
+                        help="trained model folder (TRAINER__PLANS__CONFIG)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder to write the exported model to")
     parser.add_argument("-f", "--folds", nargs="+", default=None, help="folds to export (default: all trained)")
     parser.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")

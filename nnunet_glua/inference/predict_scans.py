@@ -35,771 +35,104 @@ Command line::
 
     glua_predict_scans -d 701 -i /data/new_ct/ -o /data/new_ct_seg                 # all trained folds
     glua_predict_scans -d 701 -i scan1.nii.gz dicom_folder/ -o out -f 0 1 2 3 4 -device cpu
+
+This module runs the steps; each lives in a module of its own, and their public names are importable from here:
+:mod:`~nnunet_glua.inference.scan_inputs` (finding, checking and reading scans),
+:mod:`~nnunet_glua.inference.trained_model` (the model folder and its conversion settings),
+:mod:`~nnunet_glua.inference.scan_transforms` (steps 2 and 4), :mod:`~nnunet_glua.inference.nnunet_step` (step 3),
+:mod:`~nnunet_glua.inference.resumable_run` (resuming, ``predictions.json``),
+:mod:`~nnunet_glua.inference.output_layout` (the output folder's names), :mod:`~nnunet_glua.inference.errors`.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import shutil
 import sys
 import textwrap
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
-import nnunet_glua
 from nnunet_glua.conversion.errors import ConversionError
-from nnunet_glua.conversion.intensity import MODALITIES, IntensityRecord, IntensitySettings, harmonise_intensities
-from nnunet_glua.conversion.orientation import (
-    CANONICAL_ORIENTATION,
-    DIRECTION_TOLERANCE,
-    ORIGIN_TOLERANCE_MM,
-    SPACING_TOLERANCE_MM,
-    Geometry,
-    Reorientation,
-    restore_orientation,
-    to_canonical,
+from nnunet_glua.conversion.intensity import MODALITIES
+from nnunet_glua.conversion.uda_dataset import VOLUME_PROCESS_CAP
+from nnunet_glua.data.uda_dataset_info import UDADatasetError
+from nnunet_glua.inference.errors import PredictionError
+from nnunet_glua.inference.nnunet_step import (
+    DEVICES,
+    NnUNetPrediction,
+    PredictFn,
+    resolve_device,
 )
-from nnunet_glua.conversion.uda_dataset import VOLUME_PROCESS_CAP, check_nifti_complete, read_volume
-from nnunet_glua.data.uda_dataset_info import UDADatasetError, parse_glua_block, resolve_dataset_name
-from nnunet_glua.errors import PathError
-from nnunet_glua.io_utils import write_image, write_json
-from nnunet_glua.nnunet_io import RESULTS, load_plans, nnunet_folder, read_json
+from nnunet_glua.inference.output_layout import (
+    LOCK_NAME,
+    OUTPUT_SUFFIX,
+    PREDICTIONS_JSON,
+    WORK_FOLDER_NAME,
+)
+from nnunet_glua.inference.resumable_run import (
+    FORMAT_VERSION,
+    case_fingerprint,
+    model_fingerprint,
+    reusable_predictions,
+    timestamp,
+    write_predictions_json,
+    write_state,
+)
+from nnunet_glua.inference.scan_inputs import (
+    VOLUME_SUFFIXES,
+    ScanInput,
+    check_scan_header,
+    discover_inputs,
+    read_scan,
+)
+from nnunet_glua.inference.scan_transforms import (
+    Prepared,
+    PrepareJob,
+    RestoreJob,
+    label_names,
+    prepare,
+    restore,
+)
+from nnunet_glua.inference.trained_model import (
+    ConversionSettings,
+    TrainedModel,
+    conversion_settings,
+    find_trained_model,
+    trained_folds,
+)
 from nnunet_glua.parallel import default_num_processes, run_jobs
 
+# the names callers import from here, wherever they live now
 __all__ = [
+    "DEVICES",
+    "FORMAT_VERSION",
+    "OUTPUT_SUFFIX",
+    "PREDICTIONS_JSON",
+    "VOLUME_SUFFIXES",
+    "WORK_FOLDER_NAME",
+    "ConversionSettings",
+    "NnUNetPrediction",
+    "PredictFn",
     "PredictionError",
     "ScanInput",
     "TrainedModel",
-    "ConversionSettings",
-    "PredictFn",
-    "NnUNetPrediction",
-    "VOLUME_SUFFIXES",
-    "OUTPUT_SUFFIX",
-    "WORK_FOLDER_NAME",
-    "PREDICTIONS_JSON",
-    "discover_inputs",
     "check_scan_header",
-    "read_scan",
-    "find_trained_model",
-    "trained_folds",
     "conversion_settings",
-    "resolve_device",
-    "predict_scans",
+    "discover_inputs",
+    "find_trained_model",
     "main",
+    "predict_scans",
+    "read_scan",
+    "resolve_device",
+    "trained_folds",
 ]
-
-#: file suffixes read as volumes (lower case; ``.nii.gz`` before ``.nii`` so the longest suffix wins)
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: suffix of the written segmentations
-OUTPUT_SUFFIX = ".nii.gz"
-#: work folder inside the output folder (harmonised inputs and canonical predictions)
-WORK_FOLDER_NAME = "glua_intermediate"
-#: run record inside the output folder
-PREDICTIONS_JSON = "predictions.json"
-FORMAT_VERSION = 1
-_STATE_JSON = "state.json"
-_LOCK_NAME = ".glua_predict_scans.lock"
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-DEVICES = ("cuda", "cpu", "mps")
-
-
-class PredictionError(PathError):
-    """A model, dataset or output folder problem. ``path`` names the file or folder at fault (may be ``None``)."""
-
-
-# --- inputs -------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ScanInput:
-    """One scan to segment.
-
-    ``path`` is the volume file or the DICOM series folder; ``dicom_files`` are the series' files ordered by slice
-    position (empty for a volume file).
-    """
-
-    case_id: str
-    path: Path
-    dicom_files: tuple[Path, ...] = ()
-
-    @property
-    def is_dicom(self) -> bool:
-        return bool(self.dicom_files)
-
-    @property
-    def kind(self) -> str:
-        return "dicom_series" if self.is_dicom else "file"
-
-    def files(self) -> tuple[Path, ...]:
-        """The files whose content makes up the scan."""
-        return self.dicom_files or (self.path,)
-
-
-def _brief(err: Exception) -> str:
-    """The end of an ITK error message on one line (its start is a C++ source location)."""
-    return " ".join(str(err).split())[-300:]
-
-
-def _volume_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in VOLUME_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
-
-
-def _dicom_series_files(folder: Path) -> tuple[Path, ...]:
-    """Files of the one DICOM series directly inside ``folder``, ordered by slice position; ``()`` if none.
-
-    Raises :class:`ConversionError` if the folder holds several series: mixing them would stack unrelated slices.
-    """
-    # ITK warns "No Series were found" for every folder without DICOM files; here that is an ordinary answer
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError as err:
-        raise ConversionError(
-            folder, f"cannot scan the folder for DICOM files: {_brief(err)}"
-        ) from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if not series_ids:
-        return ()
-    if len(series_ids) > 1:
-        raise ConversionError(
-            folder,
-            f"holds {len(series_ids)} DICOM series (SeriesInstanceUIDs {', '.join(series_ids)}); a scan folder must "
-            "hold exactly one series. Move each series into a folder of its own and pass those folders.",
-        )
-    # GDCM orders the files along the slice normal by ImagePositionPatient, never by file name
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
-    return tuple(Path(f) for f in files)
-
-
-def _scan_from_file(path: Path) -> ScanInput:
-    suffix = _volume_suffix(path)
-    if suffix is None:
-        if path.suffix.lower() in _DICOM_SUFFIXES:
-            raise ConversionError(
-                path, "is a single DICOM file; pass the folder that holds the whole series (one series per folder)"
-            )
-        raise ConversionError(
-            path,
-            "unsupported file type; pass NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) files, "
-            "folders holding one DICOM series, or folders of those",
-        )
-    return ScanInput(path.name[: -len(suffix)], path)
-
-
-def _scans_from_folder(folder: Path) -> list[ScanInput]:
-    series = _dicom_series_files(folder)
-    # hidden names are partial downloads, interrupted writes or file-system metadata (._x.nii.gz), never scans
-    volumes = sorted(p for p in folder.iterdir() if p.is_file() and _volume_suffix(p) and not p.name.startswith("."))
-    if series:
-        if volumes:
-            raise ConversionError(
-                folder,
-                f"holds both a DICOM series and volume files ({', '.join(p.name for p in volumes[:3])}"
-                f"{', ...' if len(volumes) > 3 else ''}); it is unclear what to segment. Put the DICOM series into a "
-                "folder of its own.",
-            )
-        return [ScanInput(folder.resolve().name, folder, series)]
-    scans = [_scan_from_file(p) for p in volumes]
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != WORK_FOLDER_NAME
-                      and not p.name.startswith(".")):
-        sub_series = _dicom_series_files(sub)
-        if sub_series:
-            scans.append(ScanInput(sub.name, sub, sub_series))
-    if not scans:
-        raise ConversionError(
-            folder,
-            "holds no NIfTI/NRRD/MetaImage file and no DICOM series (sub-folders are searched one level deep, for "
-            "DICOM series only); pass scan files, a DICOM series folder, or a folder of those",
-        )
-    return scans
-
-
-def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[ScanInput]:
-    """Expand the user's input paths into scans, in the given order (a folder's scans sorted by name).
-
-    Raises :class:`ConversionError` for a missing path, an unsupported file, a folder with several DICOM series or
-    with nothing to segment, and for two scans with the same case id (their outputs would overwrite each other).
-    """
-    if not inputs:
-        raise ConversionError(None, "no input given; pass scan files or folders")
-    scans: list[ScanInput] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_file():
-            scans.append(_scan_from_file(path))
-        elif path.is_dir():
-            scans.extend(_scans_from_folder(path))
-        else:
-            raise ConversionError(path, "input does not exist")
-    seen: dict[str, ScanInput] = {}
-    for scan in scans:
-        other = seen.setdefault(scan.case_id, scan)
-        if other is not scan:
-            same = other.path.resolve() == scan.path.resolve()
-            raise ConversionError(
-                scan.path,
-                f"{'is given twice' if same else f'has the same case id {scan.case_id!r} as {other.path}'}; each scan "
-                f"must have a unique case id (file name without suffix, or DICOM folder name) because the output is "
-                f"named {scan.case_id}{OUTPUT_SUFFIX}. Rename one of them or segment them in separate runs.",
-            )
-    return scans
-
-
-# --- reading ------------------------------------------------------------------------------------------------------
-
-def _check_shape(path: Path, dimension: int, size: Sequence[int], components: int) -> None:
-    size = tuple(int(s) for s in size)
-    if dimension == 2 or (dimension == 3 and size[2] == 1 and size[0] > 1 and size[1] > 1):
-        raise ConversionError(
-            path,
-            f"is a 2D image (size {size}); the model segments 3D volumes. Pass the whole 3D volume (for DICOM: the "
-            "folder holding all slices of the series).",
-        )
-    if dimension == 4:
-        raise ConversionError(
-            path,
-            f"is 4D (size {size}): {size[3]} volumes in one file (channels or time points). The model takes a single "
-            "channel; extract the volume to segment into a 3D file.",
-        )
-    if dimension != 3:
-        raise ConversionError(path, f"is {dimension}D (size {size}); a 3D volume is required")
-    if components != 1:
-        raise ConversionError(
-            path,
-            f"has {components} components per voxel (e.g. RGB or vector data); the model takes one scalar channel. "
-            "Convert the scan to a single-channel (grey-value) volume.",
-        )
-    if min(size) < 2:
-        raise ConversionError(path, f"has size {size}: a single slice along one axis; a 3D volume is required")
-
-
-def check_scan_header(scan: ScanInput) -> None:
-    """Check from the header alone (no voxel data) that ``scan`` is a single-channel 3D volume.
-
-    Run on every scan before any work starts, so a bad input fails the run at once rather than after hours of
-    prediction. Raises :class:`ConversionError` naming the file or folder.
-    """
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(scan.files()[0]))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise ConversionError(
-            scan.files()[0], f"cannot read the image header (corrupt or not an image?): {_brief(err)}"
-        ) from None
-    dimension, size, components = reader.GetDimension(), list(reader.GetSize()), reader.GetNumberOfComponents()
-    if scan.is_dicom and len(scan.dicom_files) > 1 and (dimension == 2 or (dimension == 3 and size[2] == 1)):
-        # one slice per file: the series' depth is its number of files
-        dimension, size = 3, size[:2] + [len(scan.dicom_files)]
-    _check_shape(scan.path, dimension, size, components)
-
-
-def read_scan(scan: ScanInput) -> sitk.Image:
-    """Read ``scan`` as a 3D scalar image; :class:`ConversionError` naming the file or folder if it cannot."""
-    if not scan.is_dicom:
-        image = read_volume(scan.path, "scan")
-    else:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames([str(f) for f in scan.dicom_files])
-        reader.MetaDataDictionaryArrayUpdateOn()
-        try:
-            image = reader.Execute()
-        except RuntimeError as err:
-            raise ConversionError(
-                scan.path,
-                f"cannot read the DICOM series ({len(scan.dicom_files)} files; slices of different sizes or a "
-                f"corrupt file?): {_brief(err)}",
-            ) from None
-        if len(scan.dicom_files) > 1:
-            _check_slice_positions(scan, reader, image)
-    _check_shape(scan.path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
-    return image
-
-
-# Slice positions may carry rounding noise of the header's decimal strings; a gap beyond this is a missing slice.
-_SLICE_STEP_TOLERANCE_MM = 0.01
-_SLICE_STEP_TOLERANCE_FRACTION = 0.01
-
-
-def _check_slice_positions(scan: ScanInput, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
-    """Raise :class:`ConversionError` if the series' slices are not evenly spaced along the slice normal.
-
-    A regular voxel grid (and so the output file) cannot represent a series with a missing slice or uneven
-    spacing: ITK would silently stack the slices at an average spacing and every slice after the gap would sit at
-    the wrong position.
-    """
-    key = "0020|0032"  # ImagePositionPatient
-    if not all(reader.HasMetaDataKey(i, key) for i in range(len(scan.dicom_files))):
-        return  # e.g. secondary captures without positions: nothing to verify
-    try:
-        positions = np.array([[float(v) for v in reader.GetMetaData(i, key).split("\\")]
-                              for i in range(len(scan.dicom_files))])
-    except ValueError:
-        raise ConversionError(scan.path, "a slice has an unreadable ImagePositionPatient (0020,0032)") from None
-    normal = np.array(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    steps = np.diff(positions @ normal)
-    median = float(np.median(steps))
-    tolerance = max(_SLICE_STEP_TOLERANCE_MM, _SLICE_STEP_TOLERANCE_FRACTION * abs(median))
-    bad = np.flatnonzero(np.abs(steps - median) > tolerance)
-    if median <= 0 or bad.size:
-        where = ", ".join(f"{scan.dicom_files[i].name} -> {scan.dicom_files[i + 1].name}: {steps[i]:.4g} mm"
-                          for i in bad[:3])
-        raise ConversionError(
-            scan.path,
-            f"the DICOM slices are not evenly spaced along the slice normal (median step {median:.4g} mm; {where}). "
-            "A slice is missing or duplicated, or the series mixes acquisitions; complete the series or resample "
-            "it to a regular grid (e.g. export it as NIfTI) before segmenting it.",
-        )
-
-
-# --- the trained model and the dataset's conversion settings ------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A trained nnU-Net model folder and the folds / checkpoint to predict with.
-
-    ``folder`` is ``$nnUNet_results/DatasetXXX_Name/{trainer}__{plans}__{configuration}``; ``folds`` are fold
-    numbers or ``"all"``, each with ``fold_{f}/{checkpoint}`` present; ``dataset_json`` is the folder's copy.
-    """
-
-    dataset_name: str
-    folder: Path
-    trainer: str
-    plans: str
-    configuration: str
-    folds: tuple[Any, ...]
-    checkpoint: str
-    dataset_json: dict = field(repr=False)
-
-    def checkpoint_path(self, fold: Any) -> Path:
-        return self.folder / f"fold_{fold}" / self.checkpoint
-
-    def key(self) -> dict[str, Any]:
-        """JSON-ready identity of the model: any change (e.g. a retrained fold) makes its predictions stale."""
-        stats = {}
-        for fold in self.folds:
-            st = self.checkpoint_path(fold).stat()
-            stats[str(fold)] = [st.st_size, st.st_mtime_ns]
-        return {
-            "folder": str(self.folder.resolve()),
-            "configuration": self.configuration,
-            "folds": [str(f) for f in self.folds],
-            "checkpoint": self.checkpoint,
-            "checkpoint_files": stats,
-        }
-
-
-def _fold_value(fold: Any) -> Any:
-    text = str(fold).strip()
-    if text == "all":
-        return "all"
-    try:
-        return int(text)
-    except ValueError:
-        raise PredictionError(None, f"fold {fold!r} is neither a fold number nor 'all'") from None
-
-
-def trained_folds(model_folder: str | os.PathLike, checkpoint: str = "checkpoint_final.pth") -> list[Any]:
-    """Folds of ``model_folder`` whose ``fold_*`` folder holds ``checkpoint``: numbers sorted, then ``"all"``."""
-    found: list[Any] = []
-    for sub in Path(model_folder).glob("fold_*"):
-        if not (sub / checkpoint).is_file():
-            continue
-        suffix = sub.name[len("fold_"):]
-        if suffix == "all":
-            found.append("all")
-        elif suffix.isdigit():
-            found.append(int(suffix))
-    return sorted(found, key=lambda f: (isinstance(f, str), f if isinstance(f, int) else 0))
-
-
-def _configuration_chain(plans: Mapping[str, Any], configuration: str) -> dict[str, Any]:
-    """The entries of ``configuration`` with those it inherits (``inherits_from``) filled in."""
-    configurations = plans["configurations"]
-    merged: dict[str, Any] = {}
-    name, seen = configuration, set()
-    while name is not None and name not in seen:
-        seen.add(name)
-        entry = configurations.get(name, {})
-        merged = {**entry, **merged}
-        name = entry.get("inherits_from")
-    return merged
-
-
-def find_trained_model(
-    dataset: int | str,
-    configuration: str = "3d_fullres",
-    trainer: str = "GLUATrainer",
-    plans: str = "nnUNetPlans",
-    folds: Sequence[int | str] | None = None,
-    checkpoint: str = "checkpoint_final.pth",
-) -> TrainedModel:
-    """Locate the model folder of ``dataset`` in ``$nnUNet_results`` and check the requested folds.
-
-    ``folds=None`` takes every fold that has ``checkpoint``. Raises :class:`PredictionError` for an unknown dataset,
-    a missing model folder (listing the dataset's trained models), a fold without the checkpoint (listing the
-    trained folds), a cascade configuration, or a model with more than one input channel.
-    """
-    try:
-        name = resolve_dataset_name(dataset)
-    except UDADatasetError as err:
-        raise PredictionError(None, err.problem) from None
-    dataset_dir = nnunet_folder(RESULTS, PredictionError) / name
-    folder = dataset_dir / f"{trainer}__{plans}__{configuration}"
-    if not folder.is_dir():
-        available = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir() and p.name.count("__") == 2) \
-            if dataset_dir.is_dir() else []
-        raise PredictionError(
-            folder,
-            f"no trained model {trainer}__{plans}__{configuration} for {name}. Trained models of this dataset: "
-            f"{', '.join(available) if available else 'none'}. Choose one with -tr TRAINER -p PLANS -c CONFIGURATION, "
-            f"or train it first (nnUNetv2_train {name} {configuration} FOLD -tr {trainer}).",
-        )
-    for required in ("dataset.json", "plans.json"):
-        if not (folder / required).is_file():
-            raise PredictionError(folder, f"not a complete nnU-Net model folder: {required} is missing")
-    available_folds = trained_folds(folder, checkpoint)
-    if folds is None:
-        if not available_folds:
-            raise PredictionError(
-                folder,
-                f"no fold_* folder holds {checkpoint}: no fold has finished training. Finish training, or pick "
-                f"another checkpoint with -chk (e.g. checkpoint_best.pth or checkpoint_latest.pth).",
-            )
-        chosen = tuple(f for f in available_folds if f != "all") or ("all",)
-    else:
-        chosen = tuple(dict.fromkeys(_fold_value(f) for f in folds))
-        if not chosen:
-            raise PredictionError(None, "no fold requested; pass -f with at least one fold")
-        missing = [f for f in chosen if f not in available_folds]
-        if missing:
-            raise PredictionError(
-                folder,
-                f"fold(s) {', '.join(str(f) for f in missing)} have no {checkpoint}. "
-                f"Trained folds (with {checkpoint}): "
-                f"{', '.join(str(f) for f in available_folds) if available_folds else 'none'}. Pass those with -f, "
-                f"leave -f out to use all trained folds, or finish training the missing folds.",
-            )
-    plans_json = load_plans(folder / "plans.json", plans, configuration, PredictionError)
-    dataset_json = read_json(folder / "dataset.json", PredictionError)
-    config = _configuration_chain(plans_json, configuration)
-    if config.get("previous_stage"):
-        raise PredictionError(
-            folder,
-            f"configuration {configuration} is a cascade stage (it needs the predictions of "
-            f"{config['previous_stage']}); this command predicts single-stage configurations such as 3d_fullres",
-        )
-    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
-    if len(channels) != 1:
-        raise PredictionError(
-            folder / "dataset.json",
-            f"the model takes {len(channels)} input channels ({channels}); this command feeds one scan per case and "
-            "supports single-channel models only (the GLUA converters write one channel)",
-        )
-    return TrainedModel(name, folder, trainer, plans, configuration, chosen, checkpoint, dataset_json)
-
-
-@dataclass(frozen=True)
-class ConversionSettings:
-    """How the model's training data were converted: the transform new scans must go through.
-
-    ``source`` is the dataset.json the settings came from; ``warnings`` list settings that were not recorded
-    there and fell back to the converters' defaults.
-    """
-
-    target_modality: str
-    canonical_orientation: str
-    intensity: IntensitySettings
-    source: Path
-    warnings: tuple[str, ...] = ()
-
-
-def conversion_settings(model: TrainedModel) -> ConversionSettings:
-    """Read target modality, canonical orientation and intensity settings from the model's ``dataset.json``.
-
-    The model folder's copy is used (not ``$nnUNet_raw``): it describes the data this model was trained on, and it
-    is present on machines that hold only ``nnUNet_results``. Settings missing from the block fall back to the
-    converters' defaults with a warning; malformed ones raise :class:`PredictionError`.
-    """
-    json_path = model.folder / "dataset.json"
-    try:
-        block = parse_glua_block(model.dataset_json, json_path)
-    except UDADatasetError as err:
-        raise PredictionError(err.path, err.problem) from None
-    warnings: list[str] = []
-    modality = str(block["target_modality"]).upper()
-    if modality not in MODALITIES:
-        raise PredictionError(json_path, f"glua.target_modality {block['target_modality']!r} is not one of "
-                                         f"{MODALITIES}")
-    orientation = block.get("canonical_orientation")
-    if orientation is None:
-        orientation = CANONICAL_ORIENTATION
-        warnings.append(f"dataset.json records no glua.canonical_orientation; using the converters' "
-                        f"{CANONICAL_ORIENTATION}")
-    if not _valid_orientation_code(str(orientation)):
-        raise PredictionError(json_path, f"glua.canonical_orientation {orientation!r} is not an orientation code "
-                                         "such as 'LPS'")
-    recorded = block.get("intensity")
-    names = [f.name for f in fields(IntensitySettings)]
-    if recorded is None:
-        intensity = IntensitySettings()
-        warnings.append("dataset.json records no glua.intensity settings; harmonising with the converters' "
-                        f"defaults {intensity.to_dict()}")
-    else:
-        missing = [n for n in names if n not in recorded]
-        if missing:
-            raise PredictionError(json_path, f"glua.intensity lacks {missing}; re-run the dataset converter")
-        try:
-            intensity = IntensitySettings(**{n: float(recorded[n]) for n in names})
-        except (TypeError, ValueError) as err:
-            raise PredictionError(json_path, f"glua.intensity is invalid: {err}") from None
-    return ConversionSettings(modality, str(orientation), intensity, json_path, tuple(warnings))
-
-
-def _valid_orientation_code(code: str) -> bool:
-    pairs = ("LR", "PA", "SI")
-    return len(code) == 3 and all(sum(c in pair for c in code) == 1 for pair in pairs)
-
-
-def _axial_array_axis(orientation: str) -> int:
-    # numpy order is (k, j, i): letter position p of the code is array axis 2 - p
-    position = next(i for i, c in enumerate(orientation) if c in "SI")
-    return 2 - position
-
-
-# --- the nnU-Net step ---------------------------------------------------------------------------------------------
-
-#: ``predict_fn(input_folder, output_folder, case_ids)``: segment ``{case}_0000{ending}`` of ``input_folder`` for each
-#: case id and write ``{case}{ending}`` (integer labels, same grid as the input) into ``output_folder``.
-PredictFn = Callable[[Path, Path, Sequence[str]], None]
-
-
-def resolve_device(device: str | None) -> str:
-    """``"cuda"``, ``"cpu"`` or ``"mps"``; ``None`` picks CUDA if visible, else MPS, else CPU."""
-    import torch
-
-    if device is None:
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    device = str(device).lower()
-    if device not in DEVICES:
-        raise PredictionError(None, f"device must be one of {DEVICES}, got {device!r} (select a GPU with "
-                                    "CUDA_VISIBLE_DEVICES, not with the device name)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PredictionError(None, "device 'cuda' requested but no CUDA GPU is visible; use -device cpu")
-    return device
-
-
-@dataclass(frozen=True)
-class NnUNetPrediction:
-    """The default :data:`PredictFn`: one ``nnUNetPredictor`` run with the model's folds as an ensemble.
-
-    ``num_processes_preprocessing`` / ``num_processes_export`` are nnU-Net's ``-npp`` / ``-nps``; both 0 runs
-    nnU-Net's single-process path (``predict_from_files_sequential``), as ``nnUNetv2_predict`` does.
-    """
-
-    model: TrainedModel
-    device: str
-    step_size: float = 0.5
-    use_mirroring: bool = True
-    num_processes_preprocessing: int = 3
-    num_processes_export: int = 3
-
-    def __call__(self, input_folder: Path, output_folder: Path, case_ids: Sequence[str]) -> None:
-        import torch
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-        from nnunet_glua.paths import ensure_trainer_folder_registered
-
-        # the checkpoints name the trainer class (e.g. GLUATrainer); nnU-Net finds the plugin's through this variable
-        ensure_trainer_folder_registered()
-        predictor = nnUNetPredictor(
-            tile_step_size=self.step_size,
-            use_gaussian=True,
-            use_mirroring=self.use_mirroring,
-            perform_everything_on_device=self.device == "cuda",
-            device=torch.device(self.device),
-            verbose=False,
-            verbose_preprocessing=False,
-            allow_tqdm=True,
-        )
-        predictor.initialize_from_trained_model_folder(
-            str(self.model.folder), use_folds=tuple(self.model.folds), checkpoint_name=self.model.checkpoint
-        )
-        ending = self.model.dataset_json["file_ending"]
-        inputs = [[str(input_folder / f"{case}_0000{ending}")] for case in case_ids]
-        outputs = [str(output_folder / case) for case in case_ids]
-        if self.num_processes_preprocessing == 0 and self.num_processes_export == 0:
-            predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)
-        else:
-            predictor.predict_from_files(
-                inputs, outputs, save_probabilities=False, overwrite=True,
-                num_processes_preprocessing=self.num_processes_preprocessing,
-                num_processes_segmentation_export=self.num_processes_export,
-            )
-
-
-# --- per-scan work (runs in worker processes) ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _PrepareJob:
-    scan: ScanInput
-    modality: str
-    intensity: IntensitySettings
-    canonical_orientation: str
-    image_path: Path
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    case_id: str
-    reorientation: Reorientation
-    intensity: IntensityRecord
-
-
-def _prepare(job: _PrepareJob) -> _Prepared:
-    image = read_scan(job.scan)
-    canonical, reorientation = to_canonical(image, job.canonical_orientation)
-    harmonised, intensity = harmonise_intensities(
-        canonical, job.modality, job.intensity, job.scan.path, _axial_array_axis(job.canonical_orientation)
-    )
-    write_image(harmonised, job.image_path)
-    return _Prepared(job.scan.case_id, reorientation, intensity)
-
-
-@dataclass(frozen=True)
-class _RestoreJob:
-    case_id: str
-    prediction_path: Path
-    output_path: Path
-    original: Geometry
-    label_names: tuple[tuple[int, str], ...]
-
-
-def _grid_problems(image: sitk.Image, geometry: Geometry) -> list[str]:
-    problems = []
-    if tuple(image.GetSize()) != tuple(geometry.size):
-        problems.append(f"size {tuple(image.GetSize())} vs {tuple(geometry.size)}")
-    checks = (("spacing", image.GetSpacing(), geometry.spacing, SPACING_TOLERANCE_MM),
-              ("origin", image.GetOrigin(), geometry.origin, ORIGIN_TOLERANCE_MM),
-              ("direction", image.GetDirection(), geometry.direction, DIRECTION_TOLERANCE))
-    for what, got, want, tolerance in checks:
-        if not np.allclose(got, want, rtol=0, atol=tolerance):
-            problems.append(f"{what} {tuple(round(v, 6) for v in got)} vs {tuple(round(v, 6) for v in want)}")
-    return problems
-
-
-def _restore(job: _RestoreJob) -> tuple[str, dict[str, int]]:
-    """Map one canonical prediction back onto its scan's grid and write it; returns (case id, voxels per label)."""
-    check_nifti_complete(job.prediction_path, "prediction")
-    prediction = sitk.ReadImage(str(job.prediction_path))
-    restored = restore_orientation(prediction, job.original.orientation)
-    problems = _grid_problems(restored, job.original)
-    if problems:
-        # permutation/flip is exact, so this means the prediction was not made on the harmonised image's grid
-        raise ConversionError(
-            job.prediction_path,
-            "the prediction, re-oriented to the scan's original orientation, does not lie on the scan's voxel grid ("
-            + "; ".join(problems) + "). The predictor must write each prediction on its input image's grid.",
-        )
-    labels = sitk.GetArrayFromImage(restored)
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ConversionError(job.prediction_path, f"label values {labels.min()}..{labels.max()} do not fit uint8")
-    out = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
-    # the scan's own header values, not the round-tripped ones: tolerance-level noise must not reach the output
-    out.SetSpacing(job.original.spacing)
-    out.SetOrigin(job.original.origin)
-    out.SetDirection(job.original.direction)
-    write_image(out, job.output_path)
-    counts = np.bincount(labels.ravel().astype(np.int64), minlength=256)
-    named = {name: int(counts[value]) for value, name in job.label_names}
-    known = {value for value, _ in job.label_names}
-    named.update({str(v): int(counts[v]) for v in np.flatnonzero(counts) if v != 0 and int(v) not in known})
-    return job.case_id, named
-
-
-# --- the work folder ----------------------------------------------------------------------------------------------
-
-def _file_fingerprint(scan: ScanInput) -> list[list[Any]]:
-    out = []
-    for f in scan.files():
-        st = f.stat()
-        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
-    return out
-
-
-def _json_ready(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
-def _read_json(path: Path) -> dict | None:
-    """The JSON object stored at ``path``; ``None`` if it is missing, unreadable or not an object (a record of an
-    interrupted run that cannot be trusted is ignored, not an error)."""
-    try:
-        data = read_json(path)
-    except PathError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _prediction_complete(path: Path) -> bool:
-    try:
-        check_nifti_complete(path, "prediction")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-    except (ConversionError, RuntimeError):
-        return False
-    return True
-
-
-def _reusable_predictions(work: Path, model_key: dict, case_keys: Mapping[str, dict], ending: str,
-                          fresh: bool) -> set[str]:
-    """Cases whose canonical prediction from an interrupted earlier run is still valid; stale files are removed."""
-    predictions = work / "predictions"
-    previous = None if fresh else _read_json(work / _STATE_JSON)
-    if previous is None or previous.get("model") != model_key:
-        shutil.rmtree(predictions, ignore_errors=True)
-        return set()
-    reusable = set()
-    for case, key in case_keys.items():
-        path = predictions / f"{case}{ending}"
-        if not path.is_file():
-            continue
-        if previous.get("cases", {}).get(case) == key and _prediction_complete(path):
-            reusable.add(case)
-        else:
-            path.unlink()
-    return reusable
-
-
-def _write_state(work: Path, model_key: dict, case_keys: Mapping[str, dict]) -> None:
-    previous = _read_json(work / _STATE_JSON) or {}
-    cases = dict(previous.get("cases", {})) if previous.get("model") == model_key else {}
-    cases.update(case_keys)
-    write_json({"model": model_key, "cases": cases}, work / _STATE_JSON)
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
-
-def _label_names(dataset_json: Mapping[str, Any]) -> tuple[tuple[int, str], ...]:
-    names = []
-    for name, value in dataset_json.get("labels", {}).items():
-        if isinstance(value, int) and value != 0:
-            names.append((value, str(name)))
-    return tuple(sorted(names))
-
 
 def _check_output_folder(output: Path, inputs: Sequence[str | os.PathLike], scans: Sequence[ScanInput]) -> None:
     resolved = output.resolve()
@@ -816,8 +149,20 @@ def _check_output_folder(output: Path, inputs: Sequence[str | os.PathLike], scan
 
 
 def _env_int(name: str, default: int) -> int:
+    """The whole number in the environment variable ``name`` (nnU-Net's ``nnUNet_npp`` / ``nnUNet_nps``), ``default``
+    if it is unset or empty; :class:`PredictionError` naming the variable if it holds anything else."""
     value = os.environ.get(name)
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise PredictionError(
+            None,
+            f"the environment variable {name} must be a whole number of processes (e.g. 3; 0 in both nnUNet_npp "
+            f"and nnUNet_nps runs nnU-Net without worker processes), got {value!r}. Fix or unset it, or pass -npp / "
+            "-nps.",
+        ) from None
 
 
 def predict_scans(
@@ -881,12 +226,12 @@ def predict_scans(
     output.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(output / _LOCK_NAME))
+    lock = FileLock(str(output / LOCK_NAME))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise PredictionError(output, f"another glua_predict_scans run is writing to this folder (lock "
-                                      f"{_LOCK_NAME}); wait for it to finish or choose another output folder") from None
+                                      f"{LOCK_NAME}); wait for it to finish or choose another output folder") from None
     try:
         _run(scans, model, settings, modality, output, workers, overwrite, step_size, disable_tta, device,
              keep_intermediate, predict_fn)
@@ -928,8 +273,8 @@ def _run(scans: Sequence[ScanInput], model: TrainedModel, settings: ConversionSe
         raise
     finally:
         # also after a failure: the cases written so far keep their record
-        _write_predictions_json(output, scans, entries, model_record, settings, modality, step_size, disable_tta,
-                                device)
+        write_predictions_json(output, scans, entries, model_record, settings, modality, step_size, disable_tta,
+                               device)
     if keep_intermediate:
         if work.exists():
             print(f"Intermediate files kept in {work}")
@@ -949,23 +294,18 @@ def _segment(pending: Sequence[ScanInput], model: TrainedModel, settings: Conver
     shutil.rmtree(images, ignore_errors=True)
     images.mkdir(parents=True)
 
-    def report_warnings(prepared: _Prepared, bar: tqdm) -> None:
+    def report_warnings(prepared: Prepared, bar: tqdm) -> None:
         for warning in prepared.intensity.warnings:
             bar.write(f"WARNING {prepared.case_id}: {warning}")
 
-    jobs = [_PrepareJob(s, modality, settings.intensity, settings.canonical_orientation,
-                        images / f"{s.case_id}_0000{ending}") for s in pending]
-    prepared = run_jobs(_prepare, jobs, workers, "reorienting + harmonising", "scan", report_warnings)
+    jobs = [PrepareJob(s, modality, settings.intensity, settings.canonical_orientation,
+                       images / f"{s.case_id}_0000{ending}") for s in pending]
+    prepared = run_jobs(prepare, jobs, workers, "reorienting + harmonising", "scan", report_warnings)
 
-    case_keys = {
-        s.case_id: _json_ready({"files": _file_fingerprint(s), "modality": modality,
-                                "intensity": settings.intensity.to_dict(),
-                                "canonical_orientation": settings.canonical_orientation})
-        for s in pending
-    }
-    model_key = _json_ready({**model.key(), "step_size": float(step_size), "mirroring": not disable_tta})
-    reused = _reusable_predictions(work, model_key, case_keys, ending, fresh=overwrite)
-    _write_state(work, model_key, case_keys)
+    case_keys = {s.case_id: case_fingerprint(s, modality, settings) for s in pending}
+    model_key = model_fingerprint(model, step_size, not disable_tta)
+    reused = reusable_predictions(work, model_key, case_keys, ending, fresh=overwrite)
+    write_state(work, model_key, case_keys)
     predictions.mkdir(parents=True, exist_ok=True)
     to_predict = [s.case_id for s in pending if s.case_id not in reused]
     if reused:
@@ -978,9 +318,9 @@ def _segment(pending: Sequence[ScanInput], model: TrainedModel, settings: Conver
     if missing:
         raise PredictionError(predictions, f"the predictor wrote no prediction for {', '.join(missing)}")
 
-    label_names = _label_names(model.dataset_json)
-    restore_jobs = [_RestoreJob(p.case_id, predictions / f"{p.case_id}{ending}",
-                                output / f"{p.case_id}{OUTPUT_SUFFIX}", p.reorientation.original, label_names)
+    names = label_names(model.dataset_json)
+    restore_jobs = [RestoreJob(p.case_id, predictions / f"{p.case_id}{ending}",
+                               output / f"{p.case_id}{OUTPUT_SUFFIX}", p.reorientation.original, names)
                     for p in prepared]
     by_case = {s.case_id: (s, p) for s, p in zip(pending, prepared)}
 
@@ -1003,48 +343,10 @@ def _segment(pending: Sequence[ScanInput], model: TrainedModel, settings: Conver
             "reused_intermediate_prediction": case in reused,
             "voxels_per_label": counts,
             "warnings": warnings,
-            "created": _now(),
+            "created": timestamp(),
         }
 
-    run_jobs(_restore, restore_jobs, workers, "restoring original geometry", "scan", record)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_predictions_json(output: Path, scans: Sequence[ScanInput], entries: Mapping[str, dict],
-                            model_record: Mapping[str, Any], settings: ConversionSettings, modality: str,
-                            step_size: float, disable_tta: bool, device: str | None) -> None:
-    previous = _read_json(output / PREDICTIONS_JSON) or {}
-    cases: dict[str, Any] = dict(previous.get("cases", {})) if isinstance(previous.get("cases"), dict) else {}
-    for scan in scans:
-        if scan.case_id in entries:
-            cases[scan.case_id] = entries[scan.case_id]
-        elif scan.case_id not in cases and (output / f"{scan.case_id}{OUTPUT_SUFFIX}").exists():
-            # segmented before this command recorded anything here: say so rather than invent a record
-            cases[scan.case_id] = {
-                "input": str(scan.path.resolve()),
-                "output": f"{scan.case_id}{OUTPUT_SUFFIX}",
-                "skipped": "the output existed before this run; how it was made is not recorded",
-            }
-    record = {
-        "format_version": FORMAT_VERSION,
-        "created": _now(),
-        "nnunet_glua_version": nnunet_glua.__version__,
-        **model_record,
-        "step_size": float(step_size),
-        "test_time_mirroring": not disable_tta,
-        "device": device,
-        "modality": modality,
-        "canonical_orientation": settings.canonical_orientation,
-        "intensity_settings": settings.intensity.to_dict(),
-        "settings_source": str(settings.source),
-        "settings_warnings": list(settings.warnings),
-        "output_geometry": "each output has its scan's size, spacing, origin and direction (uint8 labels)",
-        "cases": dict(sorted(cases.items())),
-    }
-    write_json(record, output / PREDICTIONS_JSON)
+    run_jobs(restore, restore_jobs, workers, "restoring original geometry", "scan", record)
 
 
 # --- command line -------------------------------------------------------------------------------------------------
