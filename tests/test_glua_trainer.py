@@ -120,6 +120,30 @@ def test_two_dimensional_configuration_trains(planned_dataset, single_threaded_a
     assert np.isfinite(trainer.logger.local_logger.my_fantastic_logging["glua_align_loss"][0])
 
 
+def test_residual_encoder_plans_train_with_feature_alignment(planned_dataset, monkeypatch):
+    """nnU-Net's recommended ResEnc presets (``-p nnUNetResEncUNetMPlans``) build a ResidualEncoderUNet; its decoder
+    features must reach the discriminator and its target data must be preprocessed with those plans."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments, preprocess
+
+    plans_name = "nnUNetResEncUNetMPlans"
+    plan_experiments([DATASET_ID], experiment_planner_class_name="nnUNetPlannerResEncM")
+    preprocess([DATASET_ID], plans_identifier=plans_name, configurations=("3d_fullres",), num_processes=(1,),
+               verbose=False, show_progress_bar=False)
+    pre = Path(os.environ["nnUNet_preprocessed"]) / planned_dataset.name
+    plans = json.loads((pre / f"{plans_name}.json").read_text())
+    plans["continue_training"] = False
+    assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # after planning, which refuses it (see the fixture above)
+    trainer = _short_feature_trainer()(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    trainer.run_training()
+    log = trainer.logger.local_logger.my_fantastic_logging
+    assert np.isfinite(log["glua_align_loss"][0]) and np.isfinite(log["glua_disc_loss"][0])
+    assert log["glua_mask_fraction"][0] == pytest.approx(trainer.mask_ratio, abs=0.02)
+    assert Path(trainer.output_folder).parent.name == f"{type(trainer).__name__}__{plans_name}__3d_fullres"
+    assert any(pre.glob(f"glua_target_{plans_name}_3d_fullres*")), "target data preprocessed with the ResEnc plans"
+
+
 def test_cascade_is_refused_with_a_clear_message(planned_dataset):
     from nnunet_glua.training.glua_trainer import GLUATrainer
     plans, dataset_json = _plans_and_json(planned_dataset)
