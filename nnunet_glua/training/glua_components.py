@@ -219,7 +219,7 @@ def build_components(trainer) -> GLUAComponents:
 
     if trainer.use_feature_alignment:
         _rank_zero_first(trainer, lock, lambda: preprocess_target(dataset, configuration, plans_identifier))
-        batch_size = trainer.target_batch_size or max(1, trainer.batch_size // 2)
+        batch_size = trainer.target_batch_size or max(1, int(trainer.batch_size * trainer.target_batch_fraction))
         loader = make_patch_loader(target_folder(dataset, configuration, plans_identifier, split="train"),
                                    trainer.configuration_manager, batch_size=batch_size, identifiers=target_cases,
                                    forbidden_identifiers=info.target_test_cases,

@@ -78,7 +78,8 @@ class GLUATrainer(SeededTrainer):
     soft_mask_temperature: float = 1.0
     lambda_align: float = 0.01
     align_rampup_epochs: float = 0.1  # < 1: a fraction of num_epochs; >= 1: epochs
-    target_batch_size: int | None = None  # None: half the source batch size (at least 1)
+    target_batch_size: int | None = None  # None: target_batch_fraction of the source batch size (at least 1)
+    target_batch_fraction: float = 0.5
     min_valid_fraction: float = 0.5  # feature location valid if this much of its voxels lies inside the image
 
     # --- feature discriminator ---

@@ -73,18 +73,26 @@ class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
     pass
 
 
-class GLUATrainer_Demo(DemoSchedule, GLUATrainer):
+class DemoAlignment:
+    """Mixin for the ``*_Demo`` GLUA variants: the CPU-sized translator, trained for 600 iterations, and a target
+    batch of a quarter of the source batch, so that source-only and GLUA training fit the main demo's 20 CPU
+    minutes (measured: docs/benchmarks.md)."""
+    translator_config_overrides = CPU_TRANSLATOR
+    translator_iterations = 600
+    target_batch_fraction = 0.25
+
+
+class GLUATrainer_Demo(DemoSchedule, DemoAlignment, GLUATrainer):
     """GLUATrainer with the main demo's CPU schedule and CPU-sized translator."""
-    translator_config_overrides = CPU_TRANSLATOR
 
 
-class GLUATrainer_NoLocalMask_Demo(DemoSchedule, GLUATrainer_NoLocalMask):
-    translator_config_overrides = CPU_TRANSLATOR
+class GLUATrainer_NoLocalMask_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoLocalMask):
+    pass
 
 
-class GLUATrainer_StyleOnly_Demo(DemoSchedule, GLUATrainer_StyleOnly):
-    translator_config_overrides = CPU_TRANSLATOR
+class GLUATrainer_StyleOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_StyleOnly):
+    pass
 
 
-class GLUATrainer_FeatureOnly_Demo(DemoSchedule, GLUATrainer_FeatureOnly):
+class GLUATrainer_FeatureOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_FeatureOnly):
     pass
