@@ -217,7 +217,7 @@ class TranslatorConfig:
     @classmethod
     def preset(cls, name: str) -> TranslatorConfig:
         """A named configuration (see :data:`PRESETS`): ``"default"`` (GPU, real data) or ``"cpu_demo"`` (a
-        phantom on a 2-core CPU in about 5 minutes). Unknown names raise ``ValueError`` listing the known ones."""
+        phantom on a 2-core CPU in 3 to 5 minutes). Unknown names raise ``ValueError`` listing the known ones."""
         if name not in PRESETS:
             raise ValueError(f"unknown translator preset {name!r}; known presets: {sorted(PRESETS)}")
         return cls().with_overrides(PRESETS[name])
@@ -235,7 +235,7 @@ class TranslatorConfig:
 
 #: Named configurations, as overrides of the defaults (same nesting as :meth:`TranslatorConfig.to_dict`).
 #: ``cpu_demo``: half the default width, one downsampling step (sharper anatomy after a short run), two residual
-#: blocks, a 4x higher learning rate and batch 4, so that a phantom trains on a 2-core CPU in about 5 minutes; the
+#: blocks, a 4x higher learning rate and batch 4, so that a phantom trains on a 2-core CPU in 3 to 5 minutes; the
 #: measurements behind it are in ``docs/style_tuning.md``.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
