@@ -153,7 +153,6 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     from nnunet_glua.style.integration import ensure_translator
     from nnunet_glua.training.variants import GLUATrainer_Demo
     translator = ensure_translator(dataset_id, configuration, device=device, log=print,
-                                   iterations=GLUATrainer_Demo.translator_iterations,
                                    config=GLUATrainer_Demo.translator_config())
     timings["translator"] = time.perf_counter() - t
 

@@ -244,9 +244,8 @@ def build_components(trainer) -> GLUAComponents:
         from nnunet_glua.style.integration import ensure_translator, load_translator_for
 
         _rank_zero_first(trainer, lock, lambda: ensure_translator(
-            dataset, configuration, plans_identifier, iterations=trainer.translator_iterations,
-            config=trainer.translator_config(),
-            device=trainer.device, log=trainer.print_to_log_file))
+            dataset, configuration, plans_identifier, config=trainer.translator_config(), device=trainer.device,
+            log=trainer.print_to_log_file))
         comp.translator, comp.translator_checkpoint = load_translator_for(
             dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
     return comp

@@ -108,10 +108,13 @@ class GLUATrainer(SeededTrainer):
     @classmethod
     def translator_config(cls):
         """The :class:`~nnunet_glua.style.config.TranslatorConfig` a missing translator is trained with: the
-        defaults changed by ``translator_config_overrides`` (``None``: the defaults)."""
+        defaults changed by ``translator_config_overrides`` and ``translator_iterations`` (``None`` when neither
+        is set: the defaults)."""
         from nnunet_glua.style.config import TranslatorConfig
 
-        overrides = cls.translator_config_overrides
+        overrides = dict(cls.translator_config_overrides or {})
+        if cls.translator_iterations is not None:
+            overrides["iterations"] = int(cls.translator_iterations)
         return TranslatorConfig().with_overrides(overrides) if overrides else None
 
     # ------------------------------------------------------------------ network
