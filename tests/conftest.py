@@ -25,3 +25,15 @@ os.environ.setdefault("nnUNet_compile", "f")
 def session_root() -> Path:
     """Root of this test session's nnU-Net folders (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)."""
     return _SESSION_ROOT
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test: the translator tests run small networks on 2 shared cores, where more
+    threads only oversubscribe them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -48,7 +48,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, dataset_name: str, o
                    Path(out_dir) / f"rank{rank}.pt")
         # a NaN on rank 1 only: both ranks must stop, neither may hang in the next collective
         if rank == 1:
-            real_loss = trainer.loss  # keep the graph: every parameter still gets a (NaN) gradient, as in a real blow-up
+            # keep the graph: every parameter still gets a (NaN) gradient, as in a real blow-up
+            real_loss = trainer.loss
             trainer.loss = lambda output, target: real_loss(output, target) * float("nan")
         try:
             trainer.train_step(next(trainer.dataloader_train))

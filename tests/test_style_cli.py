@@ -19,12 +19,7 @@ from nnunet_glua.style.synthetic import synthetic_case, tiny_config, write_synth
 SHAPE = (6, 32, 40)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _plans(name: str, spacing: list[float]) -> dict:

@@ -15,13 +15,7 @@ from nnunet_glua.style.style_bank import build_style_bank
 from nnunet_glua.style.synthetic import tiny_config, write_synthetic_folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one intra-op thread avoids oversubscription and keeps timings stable
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size", [(40, 56), (37, 53), (32, 40)])

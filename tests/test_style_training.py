@@ -22,12 +22,7 @@ from nnunet_glua.style.translate import Translator
 IDENTITY = TranslatorIdentity("Dataset990_StyleTest", "nnUNetPlans", "3d_fullres", "0123456789abcdef")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

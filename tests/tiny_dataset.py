@@ -30,7 +30,8 @@ SPACING = (1.0, 1.0, 1.5)
 COARSE_SPACING = (1.25, 1.25, 1.5)
 
 
-def _volume(rng: np.random.Generator, shape: tuple[int, int, int], target_domain: bool) -> tuple[np.ndarray, np.ndarray]:
+def _volume(rng: np.random.Generator, shape: tuple[int, int, int],
+            target_domain: bool) -> tuple[np.ndarray, np.ndarray]:
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     shift = rng.uniform(-0.1, 0.1, size=3)
     body = ((z - shift[0]) / 0.85) ** 2 + ((y - shift[1]) / 0.8) ** 2 + ((x - shift[2]) / 0.75) ** 2 < 1

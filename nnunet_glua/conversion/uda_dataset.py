@@ -16,9 +16,9 @@ source, CT the unlabelled target) and the target/source test ids, :func:`write_u
 and optionally the target-supervised upper bound ``Dataset{UPPER_ID}_{NAME}_TargetSupervised`` (role
 ``"target_supervised"``): imagesTr/labelsTr = the labelled target non-test volumes, imagesTs/labelsTs = the same
 target test set; its ``"glua"`` block has the same keys (``source_modality`` is then the target modality and
-``target_training_cases`` is empty). Every volume is brought to the canonical orientation (:mod:`.orientation`) and harmonised
-(:mod:`.intensity`); labels are mapped by the case's :class:`~.labels.LabelMap`. Cases are converted in parallel.
-Both folders are built under temporary names and appear only when everything succeeded.
+``target_training_cases`` is empty). Every volume is brought to the canonical orientation (:mod:`.orientation`) and
+harmonised (:mod:`.intensity`); labels are mapped by the case's :class:`~.labels.LabelMap`. Cases are converted in
+parallel. Both folders are built under temporary names and appear only when everything succeeded.
 """
 from __future__ import annotations
 
@@ -633,7 +633,8 @@ def write_uda_datasets(conv: UdaConversion, overwrite: bool = False, num_process
 
 # --- command-line helpers shared by the converters ----------------------------------------------------------------
 
-def add_common_arguments(parser: argparse.ArgumentParser, default_ct_test: Sequence[int], default_mr_test: Sequence[int]) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, default_ct_test: Sequence[int],
+                         default_mr_test: Sequence[int]) -> None:
     """Options every converter CLI has (direction, ids, test ids, intensity knobs, overwrite, processes)."""
     parser.add_argument("--direction", required=True, type=str.upper, choices=sorted(DIRECTIONS),
                         help="MR2CT: MR is the labelled source, CT the unlabelled target; CT2MR the reverse")

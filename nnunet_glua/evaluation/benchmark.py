@@ -1058,12 +1058,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glua_benchmark",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.fill("Headline table of an adaptation experiment: source-only nnU-Net, GLUA (and ablations) and "
-                    "target-supervised nnU-Net, each trained with the same schedule and plans, predicted on the "
-                    "adaptation dataset's target test images (imagesTs) and evaluated against its labelsTs, "
-                    "repeated over seeds. Writes benchmark.json and benchmark.md (medians over seeds, gap closed, "
-                    "wall times, machine, commit, plans and translator hashes) and prints the table. Resumable: "
-                    "run the same command again after an interruption.", width=100),
+        description=textwrap.fill("Headline table of an adaptation experiment: source-only nnU-Net, GLUA (and "
+                    "ablations) and target-supervised nnU-Net, each trained with the same schedule and plans, "
+                    "predicted on the adaptation dataset's target test images (imagesTs) and evaluated against its "
+                    "labelsTs, repeated over seeds. Writes benchmark.json and benchmark.md (medians over seeds, "
+                    "gap closed, wall times, machine, commit, plans and translator hashes) and prints the table. "
+                    "Resumable: run the same command again after an interruption.", width=100),
         epilog="rows (--rows):\n" + "\n".join(f"  {r.key:<20} {r.trainer}<schedule>: {r.description}" for r in ROWS)
                + "\n\nEach seed k trains in its own results folder <out>/seed_<k>/nnUNet_results with GLUA_SEED=k, so "
                  "the style translator\nis trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
@@ -1073,7 +1073,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset", required=True,
                         help="adaptation dataset: id (701), name (Dataset701_MMWHS) or raw folder")
-    parser.add_argument("-c", "--configuration", default="3d_fullres", help="nnU-Net configuration (default 3d_fullres)")
+    parser.add_argument("-c", "--configuration", default="3d_fullres",
+                        help="nnU-Net configuration (default 3d_fullres)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-f", "--fold", default="0", help="fold to train and predict with (default 0; or 'all')")
     parser.add_argument("--schedule", default="",
@@ -1087,7 +1088,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"),
                         help="device for training and prediction (default cuda)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default $nnUNet_results/<dataset>/glua_benchmark_<configuration>_<schedule>)")
+                        help="output folder (default "
+                             "$nnUNet_results/<dataset>/glua_benchmark_<configuration>_<schedule>)")
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="processes for evaluation and nnU-Net preprocessing (default $nnUNet_def_n_proc)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands that would run; run nothing")
