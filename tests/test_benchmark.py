@@ -38,6 +38,8 @@ K = {
     "glua-no-local-mask": (2, 2, 2),
     "glua-style-only": (2, 3, 2),
     "glua-feature-only": (2, 1, 1),
+    "glua-no-structure-shift": (3, 1, 2),
+    "source-only-structure-shift": (3, 3, 2),
 }
 CUBES = {1: (2, 2, 2), 2: (9, 8, 6)}  # label -> (z, y, x) corner of its 4x4x4 cube
 
@@ -198,7 +200,7 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
     report, _, out = full_run
     rows = report["rows"]
     assert list(rows) == ["source-only", "GLUA", "target-supervised", "GLUA: no local mask", "GLUA: style only",
-                          "GLUA: feature only"]
+                          "GLUA: feature only", "GLUA: no structure shift", "source-only + structure shift"]
     labels = {r.key: r.label for r in bm.ROWS}
     for key, ks in K.items():
         row = rows[labels[key]]

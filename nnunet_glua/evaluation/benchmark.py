@@ -152,7 +152,8 @@ UPPER_ROW = "target-supervised"
 # run order: the three headline rows first, so an interrupted benchmark has them before the ablations
 ROWS: tuple[Row, ...] = (
     Row("source-only", LOWER_ROW, "SourceOnlyTrainer", "plain nnU-Net trained on the labelled source domain"),
-    Row("glua", ADAPTED_ROW, "GLUATrainer", "style translation + locally masked feature alignment"),
+    Row("glua", ADAPTED_ROW, "GLUATrainer",
+        "style translation + structure-wise intensity shift + locally masked feature alignment"),
     Row("target-supervised", UPPER_ROW, "SourceOnlyTrainer",
         "plain nnU-Net trained on labelled target scans (upper bound), same plans", upper_bound=True),
     Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
@@ -161,6 +162,11 @@ ROWS: tuple[Row, ...] = (
         "style translation without feature alignment", ablation=True),
     Row("glua-feature-only", "GLUA: feature only", "GLUATrainer_FeatureOnly",
         "locally masked feature alignment without style translation", ablation=True),
+    Row("glua-no-structure-shift", "GLUA: no structure shift", "GLUATrainer_NoStructureShift",
+        "the published method alone: translation + local feature alignment, without the structure-wise "
+        "intensity shift", ablation=True),
+    Row("source-only-structure-shift", "source-only + structure shift", "SourceOnlyTrainer_StructureShift",
+        "plain nnU-Net with the structure-wise intensity shift, no adaptation", ablation=True),
 )
 _ROWS_BY_KEY = {row.key: row for row in ROWS}
 

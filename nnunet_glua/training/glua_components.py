@@ -213,7 +213,8 @@ def build_components(trainer) -> GLUAComponents:
     comp.style_rng.manual_seed(12345 + 1000 * trainer.fold + trainer.local_rank)
     comp.settings = {k: getattr(trainer, k) for k in (
         "use_translation", "translate_probability", "use_feature_alignment", "mask_ratio", "soft_mask",
-        "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers")}
+        "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers", "structure_shift",
+        "structure_shift_probability")}
     comp.settings["feature_stages"] = trainer._tap().feature_stages
     lock = Path(os.environ["nnUNet_results"]) / dataset / f".glua_build_{plans_identifier}_{configuration}.lock"
 

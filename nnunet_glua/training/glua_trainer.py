@@ -4,6 +4,8 @@ One training step (``train_step``):
   1. **Global alignment**: each source sample of nnU-Net's (augmented) batch is translated to the target style
      with the frozen translator, one target style per volume drawn from the style bank, with probability
      ``translate_probability`` (the rest stay untranslated, so the network keeps seeing real source images too).
+     Then, for a ``structure_shift_probability`` fraction of the samples, every labelled structure gets its own
+     random intensity offset (:mod:`~nnunet_glua.training.structure_intensity`; source labels only).
   2. A batch of unlabelled target patches comes from the target loader (random locations, nnU-Net's
      augmentation, a validity mask marking padding and the outside of the body).
   3. Source and target go through the network in ONE forward pass (concatenated along the batch axis; nnU-Net's
@@ -46,6 +48,8 @@ from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_frac
 from nnunet_glua.alignment.losses import masked_alignment_loss
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
 from nnunet_glua.training.short_schedule import SeededTrainer
+from nnunet_glua.training.structure_intensity import (DEFAULT_MAX_SHIFT, DEFAULT_PROBABILITY,
+                                                      require_one_label_per_voxel, shift_structure_intensities)
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
                                                   build_components)
 
@@ -66,6 +70,12 @@ class GLUATrainer(SeededTrainer):
     # (any TranslatorConfig field; "network" as a dict is merged), for ``translator_iterations`` (None: the config's)
     translator_config_overrides: dict | None = None
     translator_iterations: int | None = None
+    # after translation, each labelled source structure of a structure_shift_probability fraction of the samples
+    # gets its own random intensity offset in [-structure_shift, structure_shift] (normalised units; 0 = off), so
+    # that a structure whose contrast to its neighbours flips between modalities is still recognised
+    # (nnunet_glua.training.structure_intensity; our addition to the published method)
+    structure_shift: float = DEFAULT_MAX_SHIFT
+    structure_shift_probability: float = DEFAULT_PROBABILITY
 
     # --- local alignment ---
     use_feature_alignment: bool = True
@@ -99,6 +109,8 @@ class GLUATrainer(SeededTrainer):
                 f"{self.__class__.__name__} does not support the cascade configuration {configuration!r}: the "
                 f"unlabelled target domain has no low-resolution predictions to feed the second stage. Use "
                 f"3d_fullres or 2d (or 3d_lowres on its own).")
+        if self.structure_shift > 0:
+            require_one_label_per_voxel(self.label_manager, self.__class__.__name__)
         if not (self.use_translation or self.use_feature_alignment):
             raise ValueError(f"{self.__class__.__name__}: enable use_translation, use_feature_alignment or both")
         self.components: GLUAComponents | None = None
@@ -187,6 +199,10 @@ class GLUATrainer(SeededTrainer):
         if comp.translator is not None:
             data, translated = comp.translate(data, self.translate_probability)
             translated_fraction = float(translated.float().mean())
+        if self.structure_shift > 0:
+            data = shift_structure_intensities(data, target[0] if isinstance(target, list) else target,
+                                               self.structure_shift, self.structure_shift_probability,
+                                               comp.style_rng, self.label_manager.ignore_label)
 
         align = comp.discriminator is not None
         if align:

@@ -8,6 +8,11 @@
 | ``GLUATrainer_FeatureOnly`` | off | top ``mask_ratio`` |
 | ``GLUATrainer_SoftMask`` | yes | every valid location, weighted by its gap |
 | ``GLUATrainer_Mask10`` / ``_Mask50`` | yes | top 10 % / 50 % |
+| ``GLUATrainer_NoStructureShift`` | yes, without the structure-wise intensity shift | top ``mask_ratio`` |
+
+Every variant but ``GLUATrainer_NoStructureShift`` keeps ``GLUATrainer``'s structure-wise intensity shift of the
+source batch (:mod:`nnunet_glua.training.structure_intensity`); ``SourceOnlyTrainer_StructureShift`` is source-only
+nnU-Net with that shift alone.
 
 ``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
 benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
@@ -23,7 +28,8 @@ from nnunet_glua.training.short_schedule import DemoSchedule, ShortSchedule
 __all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
            "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
            "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo",
-           "GLUATrainer_NoLocalMask_Demo", "GLUATrainer_StyleOnly_Demo", "GLUATrainer_FeatureOnly_Demo"]
+           "GLUATrainer_NoLocalMask_Demo", "GLUATrainer_StyleOnly_Demo", "GLUATrainer_FeatureOnly_Demo",
+           "GLUATrainer_NoStructureShift", "GLUATrainer_NoStructureShift_Short", "GLUATrainer_NoStructureShift_Demo"]
 
 
 class GLUATrainer_NoLocalMask(GLUATrainer):
@@ -50,23 +56,36 @@ class GLUATrainer_Mask50(GLUATrainer):
     mask_ratio = 0.5
 
 
+class GLUATrainer_NoStructureShift(GLUATrainer):
+    """The published method alone: translation and local feature alignment, without our structure-wise
+    intensity shift."""
+    structure_shift = 0.0
+
+
 # A translator small enough to train on a CPU in minutes (measured on the cardiac phantom: docs/style_tuning.md).
 CPU_TRANSLATOR = PRESETS["cpu_demo"]
 
 
-class GLUATrainer_Short(ShortSchedule, GLUATrainer):
+class ShortAlignment:
+    """Mixin for the ``*_Short`` GLUA variants: the CPU-sized translator, trained for 200 iterations."""
     translator_config_overrides = CPU_TRANSLATOR
     translator_iterations = 200
 
 
-class GLUATrainer_NoLocalMask_Short(ShortSchedule, GLUATrainer_NoLocalMask):
-    translator_config_overrides = CPU_TRANSLATOR
-    translator_iterations = 200
+class GLUATrainer_Short(ShortSchedule, ShortAlignment, GLUATrainer):
+    pass
 
 
-class GLUATrainer_StyleOnly_Short(ShortSchedule, GLUATrainer_StyleOnly):
-    translator_config_overrides = CPU_TRANSLATOR
-    translator_iterations = 200
+class GLUATrainer_NoLocalMask_Short(ShortSchedule, ShortAlignment, GLUATrainer_NoLocalMask):
+    pass
+
+
+class GLUATrainer_StyleOnly_Short(ShortSchedule, ShortAlignment, GLUATrainer_StyleOnly):
+    pass
+
+
+class GLUATrainer_NoStructureShift_Short(ShortSchedule, ShortAlignment, GLUATrainer_NoStructureShift):
+    pass
 
 
 class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
@@ -95,4 +114,8 @@ class GLUATrainer_StyleOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_StyleO
 
 
 class GLUATrainer_FeatureOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_FeatureOnly):
+    pass
+
+
+class GLUATrainer_NoStructureShift_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoStructureShift):
     pass

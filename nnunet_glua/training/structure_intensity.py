@@ -1,0 +1,70 @@
+"""Structure-wise intensity shifts of the labelled source batch: an addition to GLUA's global alignment.
+
+Why: one anatomical structure changes its intensity *relative to its neighbours* between modalities (cardiac CT:
+myocardium grey between bright blood and dark fat; bSSFP MR: myocardium dark between bright blood and bright fat).
+The style translator matches texture and global contrast, but on the cardiac phantom it keeps each structure at its
+source intensity (docs/style_tuning.md), so a network trained on its output still ties "myocardium" to the source's
+grey. Shifting each labelled structure's intensity by its own random offset - using the *source* labels of the
+batch, never target labels - teaches the network to recognise a structure by its shape and position whatever its
+intensity relative to its neighbours. Measured on the phantom: docs/benchmarks.md.
+
+Shapes: ``data`` ``(B, C, *spatial)`` in nnU-Net's normalised units (z-scores for CT and MR), ``seg``
+``(B, 1, *spatial)`` integer labels of the same spatial size (nnU-Net's full-resolution target). Label 0
+(background), negative values (nnU-Net's "outside the image" marker) and an ignore label are never shifted.
+Region-based label sets (overlapping regions instead of labels) are not supported.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "DEFAULT_MAX_SHIFT", "DEFAULT_PROBABILITY"]
+
+#: Defaults of ``GLUATrainer.structure_shift`` / ``structure_shift_probability``. One z-unit is the order of the
+#: contrast between soft tissue and bright blood or fat in z-scored CT and MR, i.e. how far a structure moves
+#: relative to its neighbours between modalities (the phantom's tissue table, phantom_tissues.py, gives the same
+#: order). Shifting half the samples keeps the other half at the translated intensities, which the network needs at
+#: a short schedule: shifting 80 % kept it from learning the left atrium even on the *source* validation set in
+#: 750 steps (docs/benchmarks.md).
+DEFAULT_MAX_SHIFT = 1.0
+DEFAULT_PROBABILITY = 0.5
+
+
+def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift: float, probability: float,
+                                generator: torch.Generator, ignore_label: int | None = None) -> torch.Tensor:
+    """Add one offset drawn uniformly from ``[-max_shift, max_shift]`` to every labelled structure (label > 0) of
+    each channel of each sample, for a random ``probability`` fraction of the samples; the rest stay unchanged.
+    Voxels of ``ignore_label`` (nnU-Net's "not annotated" label, if the dataset has one) are not a structure and
+    stay unchanged.
+
+    ``generator`` is a CPU :class:`torch.Generator` (the draws do not depend on the device, so a run is
+    reproducible on CPU and GPU alike). Returns a new tensor with the shape, dtype and device of ``data``.
+    """
+    if data.ndim < 3 or seg.ndim != data.ndim or seg.shape[0] != data.shape[0] or seg.shape[1] != 1 \
+            or seg.shape[2:] != data.shape[2:]:
+        raise ValueError(f"expected data (B, C, *spatial) and seg (B, 1, *spatial) of the same spatial size, got "
+                         f"{tuple(data.shape)} and {tuple(seg.shape)}")
+    if max_shift < 0 or not 0.0 <= probability <= 1.0:
+        raise ValueError(f"max_shift must be >= 0 and probability in [0, 1], got {max_shift} and {probability}")
+    b, c = data.shape[:2]
+    labels = seg[:, 0].long()
+    n_labels = int(labels.max()) + 1 if labels.numel() else 1
+    chosen = torch.rand(b, generator=generator) < probability
+    offsets = (torch.rand(b, c, max(n_labels, 1), generator=generator) * 2 - 1) * max_shift
+    offsets[:, :, 0] = 0.0
+    if ignore_label is not None and 0 < ignore_label < n_labels:
+        offsets[:, :, ignore_label] = 0.0
+    offsets[~chosen] = 0.0
+    if max_shift == 0 or not chosen.any():
+        return data.clone()
+    index = labels.clamp(min=0).flatten(1).unsqueeze(1).expand(b, c, -1)  # (B, C, N) label of each voxel
+    shift = torch.gather(offsets.to(data.device, data.dtype), 2, index).view_as(data)
+    return data + shift
+
+
+def require_one_label_per_voxel(label_manager, trainer_name: str) -> None:
+    """Raise for a region-based label set (nnU-Net's ``LabelManager.has_regions``): its training targets are
+    overlapping region masks, not one label per voxel, so there are no structures to shift."""
+    if label_manager.has_regions:
+        raise RuntimeError(f"{trainer_name}: the structure-wise intensity shift needs one label per voxel, but this "
+                           f"dataset trains regions. Use a trainer with structure_shift = 0 (for GLUA: "
+                           f"GLUATrainer_NoStructureShift).")

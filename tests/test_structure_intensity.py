@@ -1,0 +1,105 @@
+"""Structure-wise intensity shift of the labelled source batch (nnunet_glua.training.structure_intensity)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnunet_glua.training import short_schedule
+from nnunet_glua.training.structure_intensity import require_one_label_per_voxel, shift_structure_intensities
+
+
+def _batch(b: int = 4, c: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.randn(b, c, 8, 10)
+    seg = torch.zeros(b, 1, 8, 10, dtype=torch.int16)
+    seg[:, :, 1:4, 1:4] = 1
+    seg[:, :, 5:7, 2:9] = 2
+    seg[:, :, 0, :] = -1  # nnU-Net's outside-of-image marker
+    return data, seg
+
+
+def test_each_structure_gets_one_offset_and_background_stays():
+    data, seg = _batch()
+    out = shift_structure_intensities(data, seg, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert out.shape == data.shape and out.dtype == data.dtype and out.device == data.device
+    delta = out - data
+    assert torch.equal(delta[seg <= 0], torch.zeros_like(delta[seg <= 0]))
+    for i in range(data.shape[0]):
+        for label in (1, 2):
+            values = delta[i, 0][seg[i, 0] == label]
+            assert torch.allclose(values, values[0].expand_as(values))  # one offset per structure
+            assert 0 < abs(float(values[0])) <= 1.0
+    # structures move independently of each other
+    assert not torch.allclose(delta[:, 0, 2, 2], delta[:, 0, 5, 5])
+
+
+def test_probability_zero_changes_nothing_and_half_shifts_about_half():
+    data, seg = _batch(b=2000)
+    unchanged = shift_structure_intensities(data, seg, 1.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(unchanged, data) and unchanged is not data
+    half = shift_structure_intensities(data, seg, 1.0, 0.5, torch.Generator().manual_seed(0))
+    shifted = (half != data).flatten(1).any(1).float().mean()
+    assert 0.45 < float(shifted) < 0.55
+
+
+def test_channels_are_shifted_independently_and_draws_are_reproducible():
+    data, seg = _batch(b=3, c=2)
+    a = shift_structure_intensities(data, seg, 0.5, 1.0, torch.Generator().manual_seed(7))
+    b = shift_structure_intensities(data, seg, 0.5, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    delta = a - data
+    assert not torch.allclose(delta[:, 0, 2, 2], delta[:, 1, 2, 2])
+    assert float(delta.abs().max()) <= 0.5 + 1e-6
+
+
+def test_ignore_label_is_not_shifted():
+    data, seg = _batch()
+    out = shift_structure_intensities(data, seg, 1.0, 1.0, torch.Generator().manual_seed(0), ignore_label=2)
+    assert torch.equal(out[seg == 2], data[seg == 2]) and bool((out[seg == 1] != data[seg == 1]).all())
+
+
+def test_half_precision_input_keeps_its_dtype():
+    data, seg = _batch()
+    out = shift_structure_intensities(data.half(), seg, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float16
+
+
+@pytest.mark.parametrize("seg_shape", [(4, 2, 8, 10), (4, 1, 8, 9), (3, 1, 8, 10)])
+def test_mismatched_shapes_are_refused(seg_shape):
+    data, _ = _batch()
+    with pytest.raises(ValueError, match="same spatial size"):
+        shift_structure_intensities(data, torch.zeros(seg_shape, dtype=torch.int16), 1.0, 0.5, torch.Generator())
+
+
+def test_invalid_settings_are_refused():
+    data, seg = _batch()
+    with pytest.raises(ValueError, match="max_shift"):
+        shift_structure_intensities(data, seg, -1.0, 0.5, torch.Generator())
+    with pytest.raises(ValueError, match="probability"):
+        shift_structure_intensities(data, seg, 1.0, 1.5, torch.Generator())
+
+
+def test_source_only_structure_shift_trainer_shifts_the_batch_it_trains_on(monkeypatch):
+    seen = {}
+
+    def fake_step(self, batch):
+        seen["data"] = batch["data"]
+        return {}
+
+    monkeypatch.setattr(short_schedule.SourceOnlyTrainer, "train_step", fake_step)
+    trainer = object.__new__(short_schedule.SourceOnlyTrainer_StructureShift)
+    trainer.fold, trainer.seed = 0, 3
+    trainer.label_manager = type("Labels", (), {"ignore_label": None})()
+    trainer.structure_shift_probability = 1.0
+    data, seg = _batch()
+    # deep supervision: the full-resolution target comes first
+    trainer.train_step({"data": data, "target": [seg, seg[:, :, ::2, ::2]]})
+    delta = seen["data"] - data
+    assert torch.equal(delta[seg <= 0], torch.zeros_like(delta[seg <= 0]))
+    assert bool((delta[seg == 1] != 0).all())
+
+
+def test_region_based_label_sets_are_refused_with_advice():
+    regions = type("Labels", (), {"has_regions": True})()
+    with pytest.raises(RuntimeError, match="GLUATrainer_NoStructureShift"):
+        require_one_label_per_voxel(regions, "GLUATrainer")
+    require_one_label_per_voxel(type("Labels", (), {"has_regions": False})(), "GLUATrainer")
