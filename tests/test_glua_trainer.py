@@ -113,6 +113,21 @@ def test_resume_refuses_other_glua_settings(planned_dataset, single_threaded_aug
         other.on_train_start()
     other.components = None
 
+    # a checkpoint from before the structure-wise intensity shift existed resumes without the shift, as trained
+    old = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    for key in ("structure_shift", "structure_shift_probability"):
+        del old["glua"]["settings"][key]
+    old_path = str(Path(first.output_folder) / "checkpoint_before_shift.pth")
+    torch.save(old, old_path)
+    resumed = _make(_short_feature_trainer(), planned_dataset, fold=2)
+    assert resumed.structure_shift > 0
+    resumed.load_checkpoint(old_path)
+    resumed.on_train_start()
+    try:
+        assert resumed.structure_shift == 0 and resumed.components.settings["structure_shift"] == 0
+    finally:
+        resumed.on_train_end()
+
 
 def test_two_dimensional_configuration_trains(planned_dataset, single_threaded_augmentation):
     trainer = _make(_short_feature_trainer(), planned_dataset, configuration="2d")

@@ -346,6 +346,18 @@ class GLUATrainer(SeededTrainer):
         torch.save(checkpoint, tmp)
         os.replace(tmp, filename)  # an interrupted save never leaves a truncated checkpoint behind
 
+    def _continue_as_trained(self, state: dict, checkpoint: str) -> None:
+        """A checkpoint written before the structure-wise intensity shift existed records no ``structure_shift``:
+        it was trained without one, so the resumed run continues without it (exact resume), and says so."""
+        settings = state.get("settings")
+        if settings is None or "structure_shift" in settings or self.structure_shift == 0:
+            return
+        self.print_to_log_file(f"{checkpoint} was trained without the structure-wise intensity shift (it predates "
+                               f"it); the resumed run continues without it")
+        self.structure_shift = 0.0
+        if self.components is not None:
+            self.components.settings["structure_shift"] = 0.0
+
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError("pass the checkpoint's path: nnU-Net 2.8's load_checkpoint cannot take a dict")
@@ -359,6 +371,8 @@ class GLUATrainer(SeededTrainer):
         elif state.get("format_version", 0) > GLUA_CHECKPOINT_VERSION:
             raise RuntimeError(f"{filename_or_checkpoint}: GLUA state format {state.get('format_version')} is newer "
                                f"than this nnunet-glua understands ({GLUA_CHECKPOINT_VERSION}); upgrade nnunet-glua")
+        if state is not None:
+            self._continue_as_trained(state, filename_or_checkpoint)
         # components are built in on_train_start, after nnU-Net restores the checkpoint (-c); apply it there
         self._pending_glua_state = state
         if self.components is not None and state is not None:
