@@ -48,8 +48,7 @@ from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_frac
 from nnunet_glua.alignment.losses import masked_alignment_loss
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
 from nnunet_glua.training.short_schedule import SeededTrainer
-from nnunet_glua.training.structure_intensity import (DEFAULT_MAX_SHIFT, DEFAULT_PROBABILITY,
-                                                      require_one_label_per_voxel, shift_structure_intensities)
+from nnunet_glua.training.structure_intensity import StructureShift
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
                                                   build_components)
 
@@ -60,7 +59,7 @@ _LOG_KEYS = ("glua_seg_loss", "glua_align_loss", "glua_disc_loss", "glua_align_w
              "glua_disc_acc_source", "glua_disc_acc_target", "glua_translated_fraction")
 
 
-class GLUATrainer(SeededTrainer):
+class GLUATrainer(StructureShift, SeededTrainer):
     """nnU-Net trainer with global (style transfer) and local (masked feature adversarial) alignment."""
 
     # --- global alignment ---
@@ -72,10 +71,8 @@ class GLUATrainer(SeededTrainer):
     translator_iterations: int | None = None
     # after translation, each labelled source structure of a structure_shift_probability fraction of the samples
     # gets its own random intensity offset in [-structure_shift, structure_shift] (normalised units; 0 = off), so
-    # that a structure whose contrast to its neighbours flips between modalities is still recognised
-    # (nnunet_glua.training.structure_intensity; our addition to the published method)
-    structure_shift: float = DEFAULT_MAX_SHIFT
-    structure_shift_probability: float = DEFAULT_PROBABILITY
+    # that a structure whose contrast to its neighbours flips between modalities is still recognised; both
+    # attributes come from StructureShift (nnunet_glua.training.structure_intensity; our addition to the method)
 
     # --- local alignment ---
     use_feature_alignment: bool = True
@@ -109,8 +106,7 @@ class GLUATrainer(SeededTrainer):
                 f"{self.__class__.__name__} does not support the cascade configuration {configuration!r}: the "
                 f"unlabelled target domain has no low-resolution predictions to feed the second stage. Use "
                 f"3d_fullres or 2d (or 3d_lowres on its own).")
-        if self.structure_shift > 0:
-            require_one_label_per_voxel(self.label_manager, self.__class__.__name__)
+        self.check_structure_shift()
         if not (self.use_translation or self.use_feature_alignment):
             raise ValueError(f"{self.__class__.__name__}: enable use_translation, use_feature_alignment or both")
         self.components: GLUAComponents | None = None
@@ -199,10 +195,7 @@ class GLUATrainer(SeededTrainer):
         if comp.translator is not None:
             data, translated = comp.translate(data, self.translate_probability)
             translated_fraction = float(translated.float().mean())
-        if self.structure_shift > 0:
-            data = shift_structure_intensities(data, target[0] if isinstance(target, list) else target,
-                                               self.structure_shift, self.structure_shift_probability,
-                                               comp.style_rng, self.label_manager.ignore_label)
+        data = self.shift_structures(data, target, comp.style_rng)
 
         align = comp.discriminator is not None
         if align:

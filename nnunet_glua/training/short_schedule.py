@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_glua.training.structure_intensity import (DEFAULT_MAX_SHIFT, DEFAULT_PROBABILITY,
-                                                      require_one_label_per_voxel, shift_structure_intensities)
+from nnunet_glua.training.structure_intensity import StructureShift
 
 SEED_ENV = "GLUA_SEED"
 
@@ -70,26 +69,19 @@ class SourceOnlyTrainer(SeededTrainer):
     target-supervised dataset, the upper bound)."""
 
 
-class SourceOnlyTrainer_StructureShift(SourceOnlyTrainer):
+class SourceOnlyTrainer_StructureShift(StructureShift, SourceOnlyTrainer):
     """Source-only nnU-Net with GLUATrainer's structure-wise intensity shift (same defaults), no adaptation: the
     ablation row that separates what the shift gains from what the alignment gains."""
-
-    structure_shift: float = DEFAULT_MAX_SHIFT
-    structure_shift_probability: float = DEFAULT_PROBABILITY
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.structure_shift > 0:
-            require_one_label_per_voxel(self.label_manager, self.__class__.__name__)
+        self.check_structure_shift()
 
     def train_step(self, batch: dict) -> dict:
         if getattr(self, "_shift_rng", None) is None:
             self._shift_rng = torch.Generator().manual_seed(12345 + 1000 * self.fold + (self.seed or 0))
-        target = batch["target"]
-        batch = dict(batch, data=shift_structure_intensities(
-            batch["data"], target[0] if isinstance(target, list) else target, self.structure_shift,
-            self.structure_shift_probability, self._shift_rng, self.label_manager.ignore_label))
+        batch = dict(batch, data=self.shift_structures(batch["data"], batch["target"], self._shift_rng))
         return super().train_step(batch)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "DEFAULT_MAX_SHIFT", "DEFAULT_PROBABILITY"]
+__all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "StructureShift", "DEFAULT_MAX_SHIFT",
+           "DEFAULT_PROBABILITY"]
 
 #: Defaults of ``GLUATrainer.structure_shift`` / ``structure_shift_probability``. One z-unit is the order of the
 #: contrast between soft tissue and bright blood or fat in z-scored CT and MR, i.e. how far a structure moves
@@ -68,3 +69,28 @@ def require_one_label_per_voxel(label_manager, trainer_name: str) -> None:
         raise RuntimeError(f"{trainer_name}: the structure-wise intensity shift needs one label per voxel, but this "
                            f"dataset trains regions. Use a trainer with structure_shift = 0 (for GLUA: "
                            f"GLUATrainer_NoStructureShift).")
+
+
+class StructureShift:
+    """Mixin for nnU-Net trainers that shift the structures of their labelled training batch: the two settings as
+    class attributes (subclasses change them; ``structure_shift = 0`` turns the shift off), the label-layout check
+    and the shift of one batch. Used by ``GLUATrainer`` and ``SourceOnlyTrainer_StructureShift``."""
+
+    structure_shift: float = DEFAULT_MAX_SHIFT  # largest offset, in normalised units; 0 = off
+    structure_shift_probability: float = DEFAULT_PROBABILITY  # fraction of the samples that are shifted
+
+    def check_structure_shift(self) -> None:
+        """Call at the end of ``__init__`` (needs nnU-Net's ``label_manager``)."""
+        if self.structure_shift > 0:
+            require_one_label_per_voxel(self.label_manager, self.__class__.__name__)
+
+    def shift_structures(self, data: torch.Tensor, target: torch.Tensor | list[torch.Tensor],
+                         generator: torch.Generator) -> torch.Tensor:
+        """``data`` with its structures shifted (see :func:`shift_structure_intensities`); ``target`` is nnU-Net's
+        training target, a tensor or the deep-supervision list whose first entry is full resolution. With
+        ``structure_shift == 0`` the batch is returned as it is and ``generator`` is not drawn from."""
+        if self.structure_shift == 0:
+            return data
+        seg = target[0] if isinstance(target, list) else target
+        return shift_structure_intensities(data, seg, self.structure_shift, self.structure_shift_probability,
+                                           generator, self.label_manager.ignore_label)
