@@ -32,7 +32,8 @@ UPPER_TRAIN_CASES = ["ub_000", "ub_001"]
 SEEDS = (0, 1, 2)
 # top z-slices removed from every structure, per row and seed
 K = {
-    "source-only": (3, 2, 3),
+    "source-only": (3, 3, 2),
+    "source-only-continued": (3, 2, 3),
     "glua": (1, 2, 1),
     "target-supervised": (0, 0, 1),
     "glua-no-local-mask": (2, 2, 2),
@@ -153,6 +154,10 @@ class FakeNnUNet:
         dataset = ADAPT if dataset_id == str(ADAPT_ID) else UPPER
         folder = results / dataset / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
         folder.mkdir(parents=True, exist_ok=True)
+        if "-pretrained_weights" in command.argv:
+            # a second-stage row: its start model must have been trained already, in the same seed
+            start = Path(self.option(command, "-pretrained_weights"))
+            assert start.read_text() == f"SourceOnlyTrainer_Short seed {command.env['GLUA_SEED']}", start
         (folder / "checkpoint_final.pth").write_text(f"{trainer} seed {command.env['GLUA_SEED']}")
         if trainer.startswith("GLUATrainer") and "FeatureOnly" not in trainer:
             translator = results / dataset / f"GLUATranslator__{plans}__{configuration}" / "checkpoint_final.pth"
@@ -163,7 +168,9 @@ class FakeNnUNet:
     def predict(self, command: bm.Command) -> None:
         trainer, dataset_id = self.option(command, "-tr"), self.option(command, "-d")
         seed = int(command.env["GLUA_SEED"])
-        key = {f"{r.trainer}_Short": r.key for r in bm.ROWS if not r.upper_bound}[trainer]
+        second_stage = "nnUNet_results_from_source-only" in command.env["nnUNet_results"]
+        key = {(f"{r.trainer}_Short", r.starts_from is not None): r.key
+               for r in bm.ROWS if not r.upper_bound}[(trainer, second_stage)]
         if dataset_id == str(UPPER_ID):
             key = "target-supervised"
         k = K[key][seed]
@@ -199,8 +206,9 @@ def full_run(datasets, tmp_path_factory):
 def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run):
     report, _, out = full_run
     rows = report["rows"]
-    assert list(rows) == ["source-only", "GLUA", "target-supervised", "GLUA: no local mask", "GLUA: style only",
-                          "GLUA: feature only", "GLUA: no structure shift", "source-only + structure shift"]
+    assert list(rows) == ["source-only", "source-only, continued", "GLUA", "target-supervised",
+                          "GLUA: no local mask", "GLUA: style only", "GLUA: feature only", "GLUA: no structure shift",
+                          "source-only + structure shift"]
     labels = {r.key: r.label for r in bm.ROWS}
     for key, ks in K.items():
         row = rows[labels[key]]
@@ -218,8 +226,11 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
     head = report["headline"]["GLUA"]
     assert head["dice_gain"] == pytest.approx(glua - lower)
     assert head["wide_margin"] is True
-    assert head["gap_closed_dice_per_seed"]["1"] == pytest.approx(0.0)  # seed 1: GLUA == source-only
+    # seed 1: GLUA == source-only, continued
+    assert head["gap_closed_dice_per_seed"]["1"] == pytest.approx(0.0)
     assert report["headline"]["GLUA: style only"]["wide_margin"] is False
+    # the model every row starts from is shown, but the gap is measured from source-only continued
+    assert set(report["headline"]) == set(rows) - {"source-only", "source-only, continued", "target-supervised"}
 
     markdown = (out / "benchmark.md").read_text()
     assert f"{100 * expected_gap:.1f} %" in markdown
@@ -261,9 +272,18 @@ def test_commands_use_the_row_trainers_seeded_results_roots_and_moved_plans(full
     expected = [(str(UPPER_ID) if r.upper_bound else str(ADAPT_ID), f"{r.trainer}_Short")
                 for _ in SEEDS for r in bm.ROWS]
     assert [(c.argv[1], FakeNnUNet.option(c, "-tr")) for c in trains] == expected
-    for command in trains + predicts:
+    for command in trains:
         seed = int(command.env["GLUA_SEED"])
-        assert command.env["nnUNet_results"] == str((out / f"seed_{seed}" / "nnUNet_results").resolve())
+        seed_root = (out / f"seed_{seed}").resolve()
+        if command.env["nnUNet_results"] == str(seed_root / "nnUNet_results"):  # the first stage: source-only
+            assert "-pretrained_weights" not in command.argv and FakeNnUNet.option(command, "-tr") == \
+                "SourceOnlyTrainer_Short" and command.argv[1] == str(ADAPT_ID)
+        else:  # every other row starts from that seed's source-only model, in a root of its own
+            assert command.env["nnUNet_results"] == str(seed_root / "nnUNet_results_from_source-only")
+            assert FakeNnUNet.option(command, "-pretrained_weights") == str(
+                seed_root / "nnUNet_results" / ADAPT / "SourceOnlyTrainer_Short__nnUNetPlans__3d_fullres" / "fold_0"
+                / "checkpoint_final.pth")
+    for command in trains + predicts:
         assert EXT_TRAINER_ENV in command.env
         assert FakeNnUNet.option(command, "-device") == "cpu"
     for command in trains:
@@ -281,7 +301,8 @@ def test_provenance_hashes_commit_and_machine(full_run):
     assert "upper_bound_plans" in report["hashes"]
     for seed in SEEDS:
         translators = report["hashes"]["translators"][str(seed)]
-        assert list(translators) == [f"{ADAPT}/GLUATranslator__nnUNetPlans__3d_fullres/checkpoint_final.pth"]
+        assert list(translators) == [
+            f"nnUNet_results_from_source-only/{ADAPT}/GLUATranslator__nnUNetPlans__3d_fullres/checkpoint_final.pth"]
         digest = hashlib.sha256(f"translator seed {seed}".encode()).hexdigest()[:16]
         assert translators[list(translators)[0]] == digest
     machine = report["machine"]
@@ -334,7 +355,8 @@ def test_rerun_with_other_settings_into_the_same_folder_is_refused(full_run, tmp
 def test_dry_run_prints_commands_and_writes_nothing(datasets, tmp_path, capsys):
     out = tmp_path / "dry"
     # an interrupted training of seed 0's GLUA row: the benchmark must continue it, not restart it
-    fold = out / "seed_0" / "nnUNet_results" / ADAPT / "GLUATrainer_Short__nnUNetPlans__3d_fullres" / "fold_0"
+    fold = (out / "seed_0" / "nnUNet_results_from_source-only" / ADAPT / "GLUATrainer_Short__nnUNetPlans__3d_fullres"
+            / "fold_0")
     fold.mkdir(parents=True)
     (fold / "checkpoint_latest.pth").write_text("x")
     upper_pre = Path(os.environ["nnUNet_preprocessed"]) / UPPER
@@ -349,13 +371,14 @@ def test_dry_run_prints_commands_and_writes_nothing(datasets, tmp_path, capsys):
     trains = [c for c in commands if c.program == "nnUNetv2_train"]
     assert [(c.env["GLUA_SEED"], FakeNnUNet.option(c, "-tr")) for c in trains] == [
         (seed, trainer) for seed in ("0", "5")
-        for trainer in ("SourceOnlyTrainer_Short", "GLUATrainer_Short", "SourceOnlyTrainer_Short")]
-    assert [c.argv[1] for c in trains] == [str(ADAPT_ID), str(ADAPT_ID), str(UPPER_ID)] * 2
-    assert [("--c" in c.argv) for c in trains] == [False, True, False, False, False, False]
-    for c in trains:
-        assert c.env["nnUNet_results"] == str((out / f"seed_{c.env['GLUA_SEED']}" / "nnUNet_results").resolve())
+        for trainer in ("SourceOnlyTrainer_Short", "SourceOnlyTrainer_Short", "GLUATrainer_Short",
+                        "SourceOnlyTrainer_Short")]
+    assert [c.argv[1] for c in trains] == [str(ADAPT_ID), str(ADAPT_ID), str(ADAPT_ID), str(UPPER_ID)] * 2
+    # the interrupted training continues from its own checkpoint instead of starting from source-only again
+    assert [("--c" in c.argv) for c in trains] == [False, False, True, False] * 1 + [False] * 4
+    assert [("-pretrained_weights" in c.argv) for c in trains] == [False, True, False, True] + [False, True, True, True]
     printed = capsys.readouterr().out
-    assert printed.count("nnUNetv2_predict") == 6
+    assert printed.count("nnUNetv2_predict") == 8
     assert "GLUA_SEED=5" in printed and "-tr GLUATrainer_Short" in printed
     assert not (out / "benchmark.json").exists() and not (out / "seed_5").exists()
     assert not upper_pre.exists()
@@ -425,10 +448,13 @@ def test_bad_rows_seeds_and_unknown_trainer(datasets, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- units
 def test_row_selection_and_schedule_names():
-    assert [r.key for r in bm.select_rows(None, ablations=False)] == ["source-only", "glua", "target-supervised"]
+    assert [r.key for r in bm.select_rows(None, ablations=False)] == ["source-only", "source-only-continued", "glua",
+                                                                       "target-supervised"]
     assert [r.key for r in bm.select_rows(["GLUA", "source-only"])] == ["source-only", "glua"]
-    assert bm.trainer_name(bm.select_rows(["glua-no-local-mask"])[0], "Short") == "GLUATrainer_NoLocalMask_Short"
-    assert bm.trainer_name(bm.select_rows(["target-supervised"])[0], "") == "SourceOnlyTrainer"
+    # a second-stage row brings the row it starts from
+    assert [r.key for r in bm.select_rows(["glua"])] == ["source-only", "glua"]
+    assert bm.trainer_name(bm.select_rows(["glua-no-local-mask"])[-1], "Short") == "GLUATrainer_NoLocalMask_Short"
+    assert bm.trainer_name(bm.select_rows(["target-supervised"])[-1], "") == "SourceOnlyTrainer"
 
 
 def _summary(dice: float, assd: float | None) -> Summary:
@@ -451,3 +477,28 @@ def test_median_summary_takes_the_median_over_seeds_where_defined():
     assert median.class_mean["assd_mm"].mean == pytest.approx(4.0) and median.class_mean["assd_mm"].n == 1
     with pytest.raises(ValueError):
         bm.median_summary([])
+
+
+def test_second_stage_rows_take_the_fine_tune_schedule(datasets, tmp_path):
+    result = bm.run_benchmark(ADAPT_ID, configuration="3d_fullres", schedule="_Demo",
+                              fine_tune_schedule="DemoFineTune", rows=["source-only-continued", "glua"], seeds=(0,),
+                              device="cpu", out=tmp_path / "o", dry_run=True, runner=refuse)
+    trains = [bm.Command(tuple(c["argv"]), c["env"]) for c in result["commands"] if "nnUNetv2_train" in c["argv"][0]]
+    assert [FakeNnUNet.option(c, "-tr") for c in trains] == ["SourceOnlyTrainer_Demo", "SourceOnlyTrainer_DemoFineTune",
+                                                             "GLUATrainer_DemoFineTune"]
+    assert bm._default_out(bm._read_dataset(Path(os.environ["nnUNet_raw"]) / ADAPT), "2d", "nnUNetPlans", "0", "_Demo",
+                           "_DemoFineTune").name == "glua_benchmark_2d_Demo_then_DemoFineTune"
+
+
+def test_a_missing_start_model_is_an_error_naming_the_row_to_run(full_run, tmp_path):
+    _, _, out = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "seed_1" / "glua")
+    shutil.rmtree(copy / "seed_1" / "nnUNet_results_from_source-only" / ADAPT
+                  / "GLUATrainer_Short__nnUNetPlans__3d_fullres")
+    (copy / "seed_1" / "nnUNet_results" / ADAPT / "SourceOnlyTrainer_Short__nnUNetPlans__3d_fullres" / "fold_0"
+     / "checkpoint_final.pth").unlink()
+    with pytest.raises(bm.BenchmarkError, match="run row 'source-only' of seed 1 first"):
+        bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+                         runner=refuse)

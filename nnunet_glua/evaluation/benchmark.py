@@ -1,18 +1,25 @@
 """The headline of an adaptation experiment: source-only, GLUA (and its ablations) and target-supervised
 nnU-Net, trained with one schedule, evaluated on one target test set, repeated over seeds.
 
-Rows (trainer names take the schedule suffix, e.g. ``_Short``; ``{s}`` below):
+Two stages. First, source-only nnU-Net is trained from scratch (trainer suffix ``--schedule``, ``{s}`` below).
+Then every other row starts from that model (nnU-Net's ``-pretrained_weights``; the segmentation head is
+re-initialised by nnU-Net's loader) and trains the second-stage schedule (``--fine-tune-schedule``, ``{f}``;
+default: the same as ``{s}``). "source-only, continued" trains that second stage on the source alone, so every
+compared row has had exactly the same number of steps; it is the lower bound of "gap closed".
 
-=====================  ==================================  ==========================================
-row (``--rows`` key)   trainer                             trained on
-=====================  ==================================  ==========================================
-source-only            ``SourceOnlyTrainer{s}``            adaptation dataset (labelled source)
-GLUA                   ``GLUATrainer{s}``                  adaptation dataset (+ unlabelled target)
-target-supervised      ``SourceOnlyTrainer{s}``            upper-bound dataset (labelled target)
-glua-no-local-mask     ``GLUATrainer_NoLocalMask{s}``      ablation: global feature alignment
-glua-style-only        ``GLUATrainer_StyleOnly{s}``        ablation: translation only
-glua-feature-only      ``GLUATrainer_FeatureOnly{s}``      ablation: feature alignment only
-=====================  ==================================  ==========================================
+==============================  ==========================================  =====================================
+row (``--rows`` key)            trainer                                     trained on
+==============================  ==========================================  =====================================
+source-only                     ``SourceOnlyTrainer{s}``                    labelled source, from scratch
+source-only-continued           ``SourceOnlyTrainer{f}``                    labelled source
+glua                            ``GLUATrainer{f}``                          labelled source + unlabelled target
+target-supervised               ``SourceOnlyTrainer{f}``                    upper-bound dataset (labelled target)
+glua-no-local-mask              ``GLUATrainer_NoLocalMask{f}``              ablation: global feature alignment
+glua-style-only                 ``GLUATrainer_StyleOnly{f}``                ablation: translation only
+glua-feature-only               ``GLUATrainer_FeatureOnly{f}``              ablation: feature alignment only
+glua-no-structure-shift         ``GLUATrainer_NoStructureShift{f}``         ablation: the published method alone
+source-only-structure-shift     ``SourceOnlyTrainer_StructureShift{f}``     ablation: the shift alone
+==============================  ==========================================  =====================================
 
 Every row predicts the **adaptation** dataset's ``imagesTs`` and is evaluated against its ``labelsTs``, so all
 rows share the same test images and reference files. The upper bound is the dataset named by the adaptation
@@ -20,19 +27,21 @@ dataset.json's ``glua.upper_bound_dataset`` (written by the converters' ``--uppe
 the adaptation dataset's own plans, moved with ``nnUNetv2_move_plans_between_datasets`` and preprocessed with
 ``nnUNetv2_preprocess``, so patch size, spacing and network are identical in every row.
 
-Seeds. Each seed ``k`` trains every row in a results root of its own, ``<out>/seed_<k>/nnUNet_results``
-(passed to nnU-Net as ``nnUNet_results``, with ``GLUA_SEED=k`` for the project's trainers); ``nnUNet_raw``
-and ``nnUNet_preprocessed`` are shared. Runs of different seeds therefore never share a file, and the GLUA
-style translator, which lives in ``nnUNet_results``, is trained once per seed: by the first GLUA row of
-that seed that needs it (its training time counts toward that row), then reused by the other GLUA rows of
-the seed. Reported values are, per row, the median over seeds of each seed's mean over the test cases;
-"gap closed" = (row − source-only) / (target-supervised − source-only) is computed on those medians.
+Seeds. Each seed ``k`` trains in results roots of its own (passed to nnU-Net as ``nnUNet_results``, with
+``GLUA_SEED=k`` for the project's trainers): ``<out>/seed_<k>/nnUNet_results`` for source-only and
+``<out>/seed_<k>/nnUNet_results_from_source-only`` for the rows that start from it (so that both stages may use
+the same trainer name); ``nnUNet_raw`` and ``nnUNet_preprocessed`` are shared. Runs of different seeds therefore
+never share a file, and the GLUA style translator, which lives in ``nnUNet_results``, is trained once per seed:
+by the first GLUA row of that seed that needs it (its training time counts toward that row), then reused by the
+other GLUA rows of the seed. Reported values are, per row, the median over seeds of each seed's mean over the
+test cases; "gap closed" = (row − source-only, continued) / (target-supervised − source-only, continued) is
+computed on those medians.
 
 Output folder (default ``$nnUNet_results/<adaptation dataset>/glua_benchmark_<configuration>_<schedule>``)::
 
     benchmark.json  benchmark.md               rows × seeds, medians, gap closed, wall times, machine,
                                                project commit, SHA-256 of the plans and translators
-    seed_<k>/nnUNet_results/                   everything nnU-Net trained for seed k
+    seed_<k>/nnUNet_results*/                  everything nnU-Net trained for seed k (one root per stage)
     seed_<k>/<row>/predictions/                nnUNetv2_predict output on the adaptation imagesTs
     seed_<k>/<row>/evaluation/                 evaluation.json/.csv/.md and row.json (timings, commands)
 
@@ -135,7 +144,9 @@ class Row:
 
     ``key`` names it on the command line and is its folder name; ``label`` is its name in the tables;
     ``trainer`` is the trainer class without schedule suffix; ``upper_bound`` rows train on the upper-bound
-    dataset instead of the adaptation dataset; ``ablation`` rows are left out by ``ablations=False``.
+    dataset instead of the adaptation dataset; ``ablation`` rows are left out by ``ablations=False``;
+    ``starts_from`` is the key of the row whose final checkpoint (same seed and fold) initialises this one, which
+    then trains the second-stage schedule (``None``: from scratch, first-stage schedule).
     """
 
     key: str
@@ -144,29 +155,38 @@ class Row:
     description: str
     upper_bound: bool = False
     ablation: bool = False
+    starts_from: str | None = None
 
 
-LOWER_ROW = "source-only"
+START_ROW = "source-only"
+LOWER_ROW = "source-only, continued"
 ADAPTED_ROW = "GLUA"
 UPPER_ROW = "target-supervised"
-# run order: the three headline rows first, so an interrupted benchmark has them before the ablations
+_START = "source-only"  # key of the first-stage row every other row starts from
+# run order: source-only first (every other row starts from it), then the headline rows, so an interrupted
+# benchmark has them before the ablations
 ROWS: tuple[Row, ...] = (
-    Row("source-only", LOWER_ROW, "SourceOnlyTrainer", "plain nnU-Net trained on the labelled source domain"),
+    Row(_START, START_ROW, "SourceOnlyTrainer",
+        "plain nnU-Net trained from scratch on the labelled source domain; every other row starts from it"),
+    Row("source-only-continued", LOWER_ROW, "SourceOnlyTrainer",
+        "source-only trained on for the second stage: as many steps as GLUA, without adaptation (lower bound)",
+        starts_from=_START),
     Row("glua", ADAPTED_ROW, "GLUATrainer",
-        "style translation + structure-wise intensity shift + locally masked feature alignment"),
+        "style translation + structure-wise intensity shift + locally masked feature alignment", starts_from=_START),
     Row("target-supervised", UPPER_ROW, "SourceOnlyTrainer",
-        "plain nnU-Net trained on labelled target scans (upper bound), same plans", upper_bound=True),
+        "source-only fine-tuned on labelled target scans (upper bound), same plans", upper_bound=True,
+        starts_from=_START),
     Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
-        "feature alignment at every valid location (global feature alignment)", ablation=True),
+        "feature alignment at every valid location (global feature alignment)", ablation=True, starts_from=_START),
     Row("glua-style-only", "GLUA: style only", "GLUATrainer_StyleOnly",
-        "style translation without feature alignment", ablation=True),
+        "style translation without feature alignment", ablation=True, starts_from=_START),
     Row("glua-feature-only", "GLUA: feature only", "GLUATrainer_FeatureOnly",
-        "locally masked feature alignment without style translation", ablation=True),
+        "locally masked feature alignment without style translation", ablation=True, starts_from=_START),
     Row("glua-no-structure-shift", "GLUA: no structure shift", "GLUATrainer_NoStructureShift",
         "the published method alone: translation + local feature alignment, without the structure-wise "
-        "intensity shift", ablation=True),
+        "intensity shift", ablation=True, starts_from=_START),
     Row("source-only-structure-shift", "source-only + structure shift", "SourceOnlyTrainer_StructureShift",
-        "plain nnU-Net with the structure-wise intensity shift, no adaptation", ablation=True),
+        "plain nnU-Net with the structure-wise intensity shift, no adaptation", ablation=True, starts_from=_START),
 )
 _ROWS_BY_KEY = {row.key: row for row in ROWS}
 
@@ -175,7 +195,8 @@ def select_rows(rows: Sequence[str] | None = None, ablations: bool = True) -> li
     """The rows to run, in table order.
 
     ``rows`` lists row keys (or labels; case-insensitive); ``None`` means the headline rows plus, with
-    ``ablations``, the ablation rows. An explicit ``rows`` list wins over ``ablations``.
+    ``ablations``, the ablation rows. An explicit ``rows`` list wins over ``ablations``. A row that starts from
+    another brings that row along (it must be trained first).
     """
     if rows is None:
         return [row for row in ROWS if ablations or not row.ablation]
@@ -188,6 +209,7 @@ def select_rows(rows: Sequence[str] | None = None, ablations: bool = True) -> li
         chosen.add(row.key)
     if not chosen:
         raise BenchmarkError(None, "no rows selected")
+    chosen |= {_ROWS_BY_KEY[key].starts_from for key in chosen} - {None}
     return [row for row in ROWS if row.key in chosen]
 
 
@@ -514,6 +536,7 @@ class _Settings:
     plans: str
     fold: str
     schedule: str
+    fine_tune_schedule: str
     seeds: tuple[int, ...]
     rows: tuple[Row, ...]
     device: str
@@ -524,8 +547,12 @@ class _Settings:
     def seed_root(self, seed: int) -> Path:
         return self.out / f"seed_{seed}"
 
-    def results_root(self, seed: int) -> Path:
-        return self.seed_root(seed) / "nnUNet_results"
+    def results_root(self, seed: int, row: Row) -> Path:
+        name = "nnUNet_results" if row.starts_from is None else f"nnUNet_results_from_{row.starts_from}"
+        return self.seed_root(seed) / name
+
+    def trainer(self, row: Row) -> str:
+        return trainer_name(row, self.schedule if row.starts_from is None else self.fine_tune_schedule)
 
     def row_folder(self, seed: int, row: Row) -> Path:
         return self.seed_root(seed) / row.key
@@ -537,14 +564,21 @@ class _Settings:
         return self.adaptation
 
     def fold_folder(self, seed: int, row: Row) -> Path:
-        return (self.results_root(seed) / self.trained_dataset(row).name
-                / f"{trainer_name(row, self.schedule)}__{self.plans}__{self.configuration}" / f"fold_{self.fold}")
+        return (self.results_root(seed, row) / self.trained_dataset(row).name
+                / f"{self.trainer(row)}__{self.plans}__{self.configuration}" / f"fold_{self.fold}")
+
+    def start_checkpoint(self, seed: int, row: Row) -> Path | None:
+        """The checkpoint ``row`` starts from (``None``: it trains from scratch)."""
+        if row.starts_from is None:
+            return None
+        return self.fold_folder(seed, _ROWS_BY_KEY[row.starts_from]) / "checkpoint_final.pth"
 
     def identity(self, seed: int, row: Row) -> dict[str, Any]:
         """What a finished row's results depend on; a stored row must match it to be reused."""
         return {
             "row": row.key,
-            "trainer": trainer_name(row, self.schedule),
+            "trainer": self.trainer(row),
+            "starts_from": row.starts_from,
             "trained_dataset": self.trained_dataset(row).name,
             "evaluated_dataset": self.adaptation.name,
             "configuration": self.configuration,
@@ -554,9 +588,12 @@ class _Settings:
         }
 
 
-def _default_out(adaptation: _Dataset, configuration: str, plans: str, fold: str, schedule: str) -> Path:
+def _default_out(adaptation: _Dataset, configuration: str, plans: str, fold: str, schedule: str,
+                 fine_tune_schedule: str) -> Path:
     results = nnunet_folder(RESULTS, BenchmarkError, advice="set it or pass an output folder (--out)")
     name = f"glua_benchmark_{configuration}_{schedule.lstrip('_') or 'default'}"
+    if fine_tune_schedule != schedule:
+        name += f"_then_{fine_tune_schedule.lstrip('_') or 'default'}"
     if plans != "nnUNetPlans":
         name += f"_{plans}"
     if fold != "0":
@@ -605,9 +642,9 @@ class _Benchmark:
     def note(self, text: str) -> None:
         print(("(dry run) # " if self.s.dry_run else "# ") + text, flush=True)
 
-    def row_env(self, seed: int) -> dict[str, str]:
+    def row_env(self, seed: int, row: Row) -> dict[str, str]:
         return {
-            "nnUNet_results": str(self.s.results_root(seed)),
+            "nnUNet_results": str(self.s.results_root(seed, row)),
             SEED_ENV: str(seed),
             EXT_TRAINER_ENV: os.environ[EXT_TRAINER_ENV],
         }
@@ -680,7 +717,7 @@ class _Benchmark:
     def run_row(self, seed: int, row: Row) -> None:
         s = self.s
         self.n_done += 1
-        trainer = trainer_name(row, s.schedule)
+        trainer = s.trainer(row)
         head = f"[{self.n_done}/{len(s.seeds) * len(s.rows)}] seed {seed} · {row.label} ({trainer})"
         folder = s.row_folder(seed, row)
         evaluation = folder / EVALUATION_FOLDER
@@ -688,7 +725,7 @@ class _Benchmark:
             print(f"{head}: finished earlier, kept ({evaluation})", flush=True)
             return
         print(f"\n{head}", flush=True)
-        env = self.row_env(seed)
+        env = self.row_env(seed, row)
         fold_folder = s.fold_folder(seed, row)
         progress_file = folder / PROGRESS_RECORD
         progress = _read_record(progress_file) if progress_file.is_file() else {}
@@ -702,8 +739,14 @@ class _Benchmark:
         else:
             argv = [self.program("nnUNetv2_train"), dataset_id, s.configuration, s.fold, "-tr", trainer,
                     "-p", s.plans, "-device", s.device]
+            start_checkpoint = s.start_checkpoint(seed, row)
             if (fold_folder / "checkpoint_latest.pth").is_file():
-                argv.append("--c")  # continue the interrupted training
+                argv.append("--c")  # continue the interrupted training (its weights replace the start weights)
+            elif start_checkpoint is not None:
+                if not s.dry_run and not start_checkpoint.is_file():
+                    raise BenchmarkError(start_checkpoint, f"is missing, but row {row.key!r} starts from it; run row "
+                                                           f"{row.starts_from!r} of seed {seed} first")
+                argv += ["-pretrained_weights", str(start_checkpoint)]
             commands.append(Command(tuple(argv), env))
             start = time.perf_counter()
             self.execute(commands[-1])
@@ -750,7 +793,10 @@ class _Benchmark:
             "label": row.label,
             "description": row.description,
             "device": s.device,
-            "results_root": str(s.results_root(seed)),
+            "results_root": str(s.results_root(seed, row)),
+            "starts_from": None if row.starts_from is None else {
+                "row": row.starts_from, "checkpoint": str(s.start_checkpoint(seed, row)),
+                "checkpoint_sha256": sha256_prefix(s.start_checkpoint(seed, row))},
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_prefix(checkpoint),
             "prediction_folder": str(predictions),
@@ -806,7 +852,8 @@ class _Benchmark:
             totals = [v["wall_time_s"]["total_s"] for v in per_seed.values() if v["wall_time_s"]["total_s"] is not None]
             rows[row.label] = {
                 "key": row.key,
-                "trainer": trainer_name(row, s.schedule),
+                "trainer": s.trainer(row),
+                "starts_from": row.starts_from,
                 "trained_dataset": s.trained_dataset(row).name,
                 "description": row.description,
                 "seeds": per_seed,
@@ -823,8 +870,8 @@ class _Benchmark:
             hashes["upper_bound_plans"] = {"file": str(upper_plans),
                                            "sha256": sha256_prefix(upper_plans) if upper_plans.is_file() else None}
         hashes["translators"] = {
-            str(seed): {str(p.relative_to(s.results_root(seed))): sha256_prefix(p)
-                        for p in sorted(s.results_root(seed).glob(TRANSLATOR_CHECKPOINT_GLOB))}
+            str(seed): {str(p.relative_to(s.seed_root(seed))): sha256_prefix(p)
+                        for p in sorted(s.seed_root(seed).glob("nnUNet_results*/" + TRANSLATOR_CHECKPOINT_GLOB))}
             for seed in s.seeds
         }
         return {
@@ -837,6 +884,7 @@ class _Benchmark:
                 "plans": s.plans,
                 "fold": s.fold,
                 "schedule": s.schedule,
+                "fine_tune_schedule": s.fine_tune_schedule,
                 "seeds": list(s.seeds),
                 "rows": [r.key for r in s.rows],
                 "device": s.device,
@@ -869,14 +917,14 @@ class _Benchmark:
 
 
 def _headline(rows: Mapping[str, Any], table: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
-    """Per adapted row: Dice gain over source-only and gap closed (class means, on the medians; also per
+    """Per adapted row: Dice gain over source-only, continued, and gap closed (class means, on the medians; also per
     seed) and whether that is a wide margin."""
     if LOWER_ROW not in rows or UPPER_ROW not in rows:
         return {}
     lower, upper = rows[LOWER_ROW], rows[UPPER_ROW]
     out = {}
     for label, row in rows.items():
-        if label in (LOWER_ROW, UPPER_ROW):
+        if label in (START_ROW, LOWER_ROW, UPPER_ROW):
             continue
         value, base = row["median"]["dice"]["class_mean"], lower["median"]["dice"]["class_mean"]
         gain = None if value is None or base is None else value - base
@@ -917,7 +965,9 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
         f"# Adaptation benchmark — {st['dataset']}",
         "",
         f"Configuration {st['configuration']}, plans {st['plans']}, fold {st['fold']}, schedule "
-        f"{st['schedule'] or 'default (nnU-Net)'}, device {st['device']}, seeds {', '.join(map(str, seeds))}. "
+        f"{st['schedule'] or 'default (nnU-Net)'} for {START_ROW}, then "
+        f"{st['fine_tune_schedule'] or 'default (nnU-Net)'} for every other row, started from the {START_ROW} "
+        f"model; device {st['device']}, seeds {', '.join(map(str, seeds))}. "
         f"Every row is evaluated on the same {len(test['cases'])} target test cases ({test['labels']}). "
         "Values: median over seeds of each seed's mean over the test cases.",
         "",
@@ -928,7 +978,7 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
     lines.append(comparison_markdown(medians, lower=LOWER_ROW, upper=UPPER_ROW, metrics=METRICS, title=None))
     headline = report.get("headline") or {}
     if headline:
-        lines += ["### Headline", "", "| Row | Dice gain over source-only | Gap closed (Dice) | Per seed | "
+        lines += ["### Headline", "", f"| Row | Dice gain over {LOWER_ROW} | Gap closed (Dice) | Per seed | "
                   "Wide margin |", "| :--- | ---: | ---: | ---: | :---: |"]
         for label, h in headline.items():
             per_seed = " / ".join("n/a" if v is None else f"{100 * v:.0f} %"
@@ -987,6 +1037,7 @@ def run_benchmark(
     fold: "int | str" = 0,
     schedule: str = "",
     seeds: Sequence[int] = DEFAULT_SEEDS,
+    fine_tune_schedule: str | None = None,
     rows: Sequence[str] | None = None,
     device: str = "cuda",
     out: "str | os.PathLike | None" = None,
@@ -998,7 +1049,8 @@ def run_benchmark(
     """Train, predict and evaluate every row for every seed, then write benchmark.json and benchmark.md.
 
     ``dataset``: id, ``DatasetXXX_Name`` or raw folder of the *adaptation* dataset (planned and preprocessed
-    with ``plans``). ``schedule``: trainer-name suffix shared by all rows (``""``: nnU-Net's own, ``"_Short"``).
+    with ``plans``). ``schedule``: trainer-name suffix of the source-only row (``""``: nnU-Net's own,
+    ``"_Short"``); ``fine_tune_schedule``: that of the rows that start from it (``None``: the same).
     ``rows``: row keys (see :data:`ROWS`; default: all, without ablations if ``ablations`` is false).
     ``num_processes``: worker processes of evaluation and of nnU-Net's preprocessing (default
     ``$nnUNet_def_n_proc``). ``runner`` executes each external command (default :func:`subprocess_runner`).
@@ -1008,6 +1060,7 @@ def run_benchmark(
     Raises :class:`BenchmarkError` for unusable input or a failed command.
     """
     schedule = normalise_schedule(schedule)
+    fine_tune_schedule = schedule if fine_tune_schedule is None else normalise_schedule(fine_tune_schedule)
     fold = str(fold)
     if fold != "all" and not fold.isdigit():
         raise BenchmarkError(None, f"fold must be a fold number or 'all', got {fold!r}")
@@ -1029,14 +1082,16 @@ def run_benchmark(
     test_cases = tuple(_test_cases(adaptation))
     upper = _upper_bound_dataset(adaptation, test_cases) if any(r.upper_bound for r in selected) else None
     plans_file, plans_content = _adaptation_plans(adaptation, plans, configuration)
-    out_folder = Path(out) if out is not None else _default_out(adaptation, configuration, plans, fold, schedule)
+    out_folder = Path(out) if out is not None else _default_out(adaptation, configuration, plans, fold, schedule,
+                                                                fine_tune_schedule)
     settings = _Settings(
         adaptation=adaptation, upper=upper, test_cases=test_cases, configuration=configuration, plans=plans,
-        fold=fold, schedule=schedule, seeds=seeds, rows=selected, device=device, out=out_folder.resolve(),
+        fold=fold, schedule=schedule, fine_tune_schedule=fine_tune_schedule, seeds=seeds, rows=selected,
+        device=device, out=out_folder.resolve(),
         num_processes=num_processes if num_processes is not None else default_num_processes(cap=8), dry_run=dry_run,
     )
     ensure_trainer_folder_registered()
-    _check_trainers(trainer_name(r, schedule) for r in selected)
+    _check_trainers(settings.trainer(r) for r in selected)
     bench = _Benchmark(settings, runner or subprocess_runner)
     bench.check_existing_rows()
     print(f"Benchmark of {adaptation.name}: rows {', '.join(r.label for r in selected)}; seeds "
@@ -1065,17 +1120,22 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="glua_benchmark",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill("Headline table of an adaptation experiment: source-only nnU-Net, GLUA (and "
-                    "ablations) and target-supervised nnU-Net, each trained with the same schedule and plans, "
+                    "ablations) and target-supervised nnU-Net, each trained with the same schedule and plans "
+                    "(every row but source-only starts from the source-only model), "
                     "predicted on the adaptation dataset's target test images (imagesTs) and evaluated against its "
                     "labelsTs, repeated over seeds. Writes benchmark.json and benchmark.md (medians over seeds, "
                     "gap closed, wall times, machine, commit, plans and translator hashes) and prints the table. "
                     "Resumable: run the same command again after an interruption.", width=100),
-        epilog="rows (--rows):\n" + "\n".join(f"  {r.key:<20} {r.trainer}<schedule>: {r.description}" for r in ROWS)
+        epilog="rows (--rows):\n" + "\n".join(
+            f"  {r.key:<28} {r.trainer}<{'schedule' if r.starts_from is None else 'fine-tune schedule'}>: "
+            f"{r.description}" for r in ROWS)
                + "\n\nEach seed k trains in its own results folder <out>/seed_<k>/nnUNet_results with GLUA_SEED=k, so "
                  "the style translator\nis trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
                  "dataset must be planned and\npreprocessed (nnUNetv2_plan_and_preprocess -d ID -c CONFIG); the upper "
                  "bound gets the same plans automatically.\nOn CPU set nnUNet_def_n_proc=2 and nnUNet_n_proc_DA=0 "
-                 "on small machines.\n\nexample:\n  glua_benchmark -d 701 --schedule _Short --seeds 0 1 2 -device cpu",
+                 "on small machines.\n\nexamples:\n  glua_benchmark -d 701 --schedule _Short --seeds 0 1 2 -device cpu"
+                 "\n  glua_benchmark -d 903 -c 2d --schedule _Demo --fine-tune-schedule _DemoFineTune -device cpu"
+                 "   (the main demo's rows)",
     )
     parser.add_argument("-d", "--dataset", required=True,
                         help="adaptation dataset: id (701), name (Dataset701_MMWHS) or raw folder")
@@ -1084,7 +1144,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-f", "--fold", default="0", help="fold to train and predict with (default 0; or 'all')")
     parser.add_argument("--schedule", default="",
-                        help="trainer-name suffix used by every row, e.g. _Short (default: none, nnU-Net's schedule)")
+                        help="trainer-name suffix of the source-only row, e.g. _Short (default: none, nnU-Net's "
+                             "schedule)")
+    parser.add_argument("--fine-tune-schedule", default=None,
+                        help="trainer-name suffix of the rows that start from the source-only model (default: the "
+                             "same as --schedule)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                         help="seeds; each trains every row (default 0 1 2)")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
@@ -1111,7 +1175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_benchmark(
             args.dataset, configuration=args.configuration, plans=args.plans, fold=args.fold,
-            schedule=args.schedule, seeds=args.seeds, rows=args.rows, device=args.device, out=args.out,
+            schedule=args.schedule, fine_tune_schedule=args.fine_tune_schedule, seeds=args.seeds, rows=args.rows,
+            device=args.device, out=args.out,
             ablations=not args.no_ablations, dry_run=args.dry_run, num_processes=args.num_processes,
         )
     except (BenchmarkError, EvaluationError) as e:

@@ -98,8 +98,23 @@ class DemoSchedule(ShortSchedule):
     num_val_iterations_short = 2
 
 
+class DemoFineTuneSchedule(ShortSchedule):
+    """The main demo's second stage: every row after source-only starts from the source-only ``*_Demo`` model
+    (nnU-Net's ``-pretrained_weights``) and trains this half-length schedule, so that source-only continued for the
+    same steps (the fair lower bound) fits the demo's CPU budget beside GLUA; docs/benchmarks.md."""
+
+    num_epochs_short = 15
+    num_iterations_short = 25
+    num_val_iterations_short = 2
+
+
 class SourceOnlyTrainer_Demo(DemoSchedule, SourceOnlyTrainer):
-    """:class:`SourceOnlyTrainer` with the demo schedule (the demo's lower bound)."""
+    """:class:`SourceOnlyTrainer` with the demo schedule: the model every other demo row starts from."""
+
+
+class SourceOnlyTrainer_DemoFineTune(DemoFineTuneSchedule, SourceOnlyTrainer):
+    """:class:`SourceOnlyTrainer` with the demo's second-stage schedule: source-only continued for as many steps as
+    GLUA (the demo's lower bound)."""
 
 
 class SourceOnlyTrainer_StructureShift_Short(ShortSchedule, SourceOnlyTrainer_StructureShift):
@@ -108,3 +123,7 @@ class SourceOnlyTrainer_StructureShift_Short(ShortSchedule, SourceOnlyTrainer_St
 
 class SourceOnlyTrainer_StructureShift_Demo(DemoSchedule, SourceOnlyTrainer_StructureShift):
     """:class:`SourceOnlyTrainer_StructureShift` with the demo schedule."""
+
+
+class SourceOnlyTrainer_StructureShift_DemoFineTune(DemoFineTuneSchedule, SourceOnlyTrainer_StructureShift):
+    """:class:`SourceOnlyTrainer_StructureShift` with the demo's second-stage schedule."""

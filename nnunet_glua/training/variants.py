@@ -17,19 +17,23 @@ nnU-Net with that shift alone.
 ``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
 benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
 ``*_Demo`` variants use the main demo's CPU schedule (``glua_benchmark --schedule _Demo`` reproduces its rows and
-adds the ablations; :class:`SourceOnlyTrainer_Demo` is the source-only row).
+adds the ablations; :class:`SourceOnlyTrainer_Demo` is the source-only row). ``*_DemoFineTune`` variants are the
+demo's second stage: half as many epochs, started from the source-only ``_Demo`` model with nnU-Net's
+``-pretrained_weights`` (``glua_benchmark --schedule _Demo --fine-tune-schedule _DemoFineTune``).
 """
 from __future__ import annotations
 
 from nnunet_glua.style.config import PRESETS
 from nnunet_glua.training.glua_trainer import GLUATrainer
-from nnunet_glua.training.short_schedule import DemoSchedule, ShortSchedule
+from nnunet_glua.training.short_schedule import DemoFineTuneSchedule, DemoSchedule, ShortSchedule
 
 __all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
            "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
            "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo",
            "GLUATrainer_NoLocalMask_Demo", "GLUATrainer_StyleOnly_Demo", "GLUATrainer_FeatureOnly_Demo",
-           "GLUATrainer_NoStructureShift", "GLUATrainer_NoStructureShift_Short", "GLUATrainer_NoStructureShift_Demo"]
+           "GLUATrainer_NoStructureShift", "GLUATrainer_NoStructureShift_Short", "GLUATrainer_NoStructureShift_Demo",
+           "GLUATrainer_DemoFineTune", "GLUATrainer_NoLocalMask_DemoFineTune", "GLUATrainer_StyleOnly_DemoFineTune",
+           "GLUATrainer_FeatureOnly_DemoFineTune", "GLUATrainer_NoStructureShift_DemoFineTune"]
 
 
 class GLUATrainer_NoLocalMask(GLUATrainer):
@@ -118,4 +122,24 @@ class GLUATrainer_FeatureOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_Feat
 
 
 class GLUATrainer_NoStructureShift_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoStructureShift):
+    pass
+
+
+class GLUATrainer_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer):
+    """GLUATrainer as the main demo runs it: started from the source-only ``_Demo`` model, half the schedule."""
+
+
+class GLUATrainer_NoLocalMask_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_NoLocalMask):
+    pass
+
+
+class GLUATrainer_StyleOnly_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_StyleOnly):
+    pass
+
+
+class GLUATrainer_FeatureOnly_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_FeatureOnly):
+    pass
+
+
+class GLUATrainer_NoStructureShift_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_NoStructureShift):
     pass
