@@ -5,12 +5,14 @@ Steps (each is skipped when its output already exists, so an interrupted run res
   2. convert it into a UDA dataset and a target-supervised upper-bound dataset (``glua_convert_mmwhs``)
   3. plan and preprocess the source domain with plain nnU-Net (``nnUNetv2_plan_and_preprocess``)
   4. preprocess the unlabelled target images with the source plans (``glua_preprocess_target``)
-  5. train the translator, CPU-sized (what ``GLUATrainer_Demo`` would otherwise do itself)
-  6. train source-only nnU-Net and GLUA, fold 0, with the same short schedule (``nnUNetv2_train``)
-  7. predict the target test set with both (``nnUNetv2_predict``, without test-time mirroring to save time; the
-     same for both rows) and evaluate (``glua_evaluate``)
-  8. draw pictures (target test predictions, the local gap mask, the translator's preview) and print source-only
-     vs GLUA (Dice, ASSD) on the target test set
+  5. train the translator, CPU-sized (what ``GLUATrainer_DemoFineTune`` would otherwise do itself)
+  6. train source-only nnU-Net from scratch, fold 0; then, both starting from that model (``-pretrained_weights``)
+     with the same second-stage schedule, source-only nnU-Net continued and GLUA (``nnUNetv2_train``), so that
+     GLUA is compared with a source-only model trained for exactly as many steps
+  7. predict the target test set with each (``nnUNetv2_predict``, without test-time mirroring to save time; the
+     same for every row) and evaluate (``glua_evaluate``)
+  8. draw pictures (target test predictions, the local gap mask, the translator's preview) and print the rows
+     (Dice, ASSD) on the target test set
 
 All nnU-Net folders live under ``--workdir`` unless ``--use-env-paths`` is given, so the demo never touches a
 user's own nnU-Net data.
@@ -40,7 +42,13 @@ DEMO_DIRECTION = "CT2MR"
 DEMO_CONFIGURATION = "2d"
 # in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
 DEMO_PHANTOM_SIZE = 64
-DEMO_TRAINERS = {"source-only": "SourceOnlyTrainer_Demo", "GLUA": "GLUATrainer_Demo"}
+# row -> (trainer, row whose final checkpoint it starts from): the rows of glua_benchmark --schedule _Demo
+# --fine-tune-schedule _DemoFineTune --rows source-only-continued glua
+DEMO_TRAINERS: dict[str, tuple[str, str | None]] = {
+    "source-only": ("SourceOnlyTrainer_Demo", None),
+    "source-only, continued": ("SourceOnlyTrainer_DemoFineTune", "source-only"),
+    "GLUA": ("GLUATrainer_DemoFineTune", "source-only"),
+}
 
 
 def _nnunet_command(name: str) -> list[str]:
@@ -75,7 +83,7 @@ def _write_figures(out: Path, dataset_id: int, dataset_dir: Path, predictions: d
     figures = {"predictions": prediction_figure(
         dataset_dir / "imagesTs", dataset_dir / "labelsTs", predictions, out / "target_test_predictions.png",
         title=f"{dataset_dir.name}: target test set, fold 0 ({configuration})")}
-    glua_fold = results_root / f"{DEMO_TRAINERS['GLUA']}__nnUNetPlans__{configuration}" / "fold_0"
+    glua_fold = results_root / f"{DEMO_TRAINERS['GLUA'][0]}__nnUNetPlans__{configuration}" / "fold_0"
     figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(dataset_id, configuration),
                                                out / "local_gap_mask.png")["png"])
     preview = translator_checkpoint.parent / "previews" / "latest.png"
@@ -151,9 +159,9 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
 
     t = step("5/8 style translator (global alignment), CPU-sized")
     from nnunet_glua.style.integration import ensure_translator
-    from nnunet_glua.training.variants import GLUATrainer_Demo
+    from nnunet_glua.training.variants import GLUATrainer_DemoFineTune
     translator = ensure_translator(dataset_id, configuration, device=device, log=print,
-                                   config=GLUATrainer_Demo.translator_config())
+                                   config=GLUATrainer_DemoFineTune.translator_config())
     timings["translator"] = time.perf_counter() - t
 
     train_env = dict(os.environ, GLUA_SEED=str(seed))
@@ -161,13 +169,21 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         train_env["nnUNet_n_proc_DA"] = "0"  # worker processes only compete for the few cores
     results_root = Path(os.environ["nnUNet_results"]) / dataset_dir.name
     predictions = {}
-    for name, trainer in DEMO_TRAINERS.items():
-        t = step(f"6/8 train {name} ({trainer}, fold 0)")
-        model = results_root / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
+    models = {name: results_root / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
+              for name, (trainer, _) in DEMO_TRAINERS.items()}
+    for name, (trainer, starts_from) in DEMO_TRAINERS.items():
+        t = step(f"6/8 train {name} ({trainer}, fold 0"
+                 + (f", starting from the {starts_from} model)" if starts_from else ")"))
+        model = models[name]
         if not (model / "checkpoint_final.pth").exists():
-            resume = ["--c"] if (model / "checkpoint_latest.pth").exists() else []
+            if (model / "checkpoint_latest.pth").exists():
+                start = ["--c"]  # an interrupted training continues from its own checkpoint
+            elif starts_from is not None:
+                start = ["-pretrained_weights", str(models[starts_from] / "checkpoint_final.pth")]
+            else:
+                start = []
             _run(_nnunet_command("nnUNetv2_train") + [str(dataset_id), configuration, "0", "-tr", trainer,
-                                                      "-device", device, *resume], train_env)
+                                                      "-device", device, *start], train_env)
         else:
             print(f"exists: {model / 'checkpoint_final.pth'}")
         timings[f"train {name}"] = time.perf_counter() - t
@@ -217,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="glua_demo",
         description="Run the main job on the built-in cardiac phantom (default: CT source, MR target): phantom -> "
-        "convert -> nnU-Net plan/preprocess -> target preprocessing -> translator -> source-only and GLUA training -> "
-        "prediction -> evaluation, and print both on the target test set. Resumable: finished steps are skipped.",
+        "convert -> nnU-Net plan/preprocess -> target preprocessing -> translator -> source-only training, then "
+        "source-only continued and GLUA from that model -> "
+        "prediction -> evaluation, and print the rows on the target test set. Resumable: finished steps are skipped.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("glua_work"),
                         help="folder for the phantom and the nnU-Net folders (default: ./glua_work)")
