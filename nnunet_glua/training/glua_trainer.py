@@ -26,6 +26,12 @@ One training step (``train_step``):
 same state-dict keys and returns plain logits unless asked for features, so nnU-Net's validation, checkpoints,
 ``nnUNetv2_predict`` and the export to plain nnU-Net work unchanged.
 
+Start it from the source-only model of the same fold (``nnUNetv2_train ... -tr GLUATrainer -pretrained_weights
+<SourceOnlyTrainer fold>/checkpoint_final.pth``): the network then already knows the anatomy and the steps above
+only have to make it hold under the target's appearance. On the phantom this raised the target Dice from 0.29 (750
+steps from scratch) to 0.46 (375 steps from the source-only model; docs/benchmarks.md); the demo and
+``glua_benchmark`` train that way.
+
 Hyper-parameters are class attributes; variants (ablations, short schedules) are subclasses in
 :mod:`nnunet_glua.training.variants`.
 """
