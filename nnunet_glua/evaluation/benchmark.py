@@ -37,7 +37,8 @@ other GLUA rows of the seed. Reported values are, per row, the median over seeds
 test cases; "gap closed" = (row − source-only, continued) / (target-supervised − source-only, continued) is
 computed on those medians.
 
-Output folder (default ``$nnUNet_results/<adaptation dataset>/glua_benchmark_<configuration>_<schedule>``)::
+Output folder (default ``$nnUNet_results/<adaptation dataset>/glua_benchmark_<configuration>_<schedule>``,
+with ``_then_<fine-tune schedule>`` appended when the two schedules differ)::
 
     benchmark.json  benchmark.md               rows × seeds, medians, gap closed, wall times, machine,
                                                project commit, SHA-256 of the plans and translators
