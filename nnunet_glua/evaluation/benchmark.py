@@ -731,6 +731,7 @@ class _Benchmark:
         progress_file = folder / PROGRESS_RECORD
         progress = _read_record(progress_file) if progress_file.is_file() else {}
         checkpoint = fold_folder / "checkpoint_final.pth"
+        start_checkpoint = s.start_checkpoint(seed, row)
         dataset_id = str(_dataset_id(s.trained_dataset(row).name))
         commands: list[Command] = []
 
@@ -740,7 +741,6 @@ class _Benchmark:
         else:
             argv = [self.program("nnUNetv2_train"), dataset_id, s.configuration, s.fold, "-tr", trainer,
                     "-p", s.plans, "-device", s.device]
-            start_checkpoint = s.start_checkpoint(seed, row)
             if (fold_folder / "checkpoint_latest.pth").is_file():
                 argv.append("--c")  # continue the interrupted training (its weights replace the start weights)
             elif start_checkpoint is not None:
@@ -795,9 +795,9 @@ class _Benchmark:
             "description": row.description,
             "device": s.device,
             "results_root": str(s.results_root(seed, row)),
-            "starts_from": None if row.starts_from is None else {
-                "row": row.starts_from, "checkpoint": str(s.start_checkpoint(seed, row)),
-                "checkpoint_sha256": sha256_prefix(s.start_checkpoint(seed, row))},
+            "starts_from": None if start_checkpoint is None else {
+                "row": row.starts_from, "checkpoint": str(start_checkpoint),
+                "checkpoint_sha256": sha256_prefix(start_checkpoint)},
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_prefix(checkpoint),
             "prediction_folder": str(predictions),
@@ -1130,8 +1130,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="rows (--rows):\n" + "\n".join(
             f"  {r.key:<28} {r.trainer}<{'schedule' if r.starts_from is None else 'fine-tune schedule'}>: "
             f"{r.description}" for r in ROWS)
-               + "\n\nEach seed k trains in its own results folder <out>/seed_<k>/nnUNet_results with GLUA_SEED=k, so "
-                 "the style translator\nis trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
+               + "\n\nEach seed k trains in its own results folders <out>/seed_<k>/nnUNet_results (source-only) and "
+                 "<out>/seed_<k>/nnUNet_results_from_source-only\n(every other row) with GLUA_SEED=k, so the style "
+                 "translator is trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
                  "dataset must be planned and\npreprocessed (nnUNetv2_plan_and_preprocess -d ID -c CONFIG); the upper "
                  "bound gets the same plans automatically.\nOn CPU set nnUNet_def_n_proc=2 and nnUNet_n_proc_DA=0 "
                  "on small machines.\n\nexamples:\n  glua_benchmark -d 701 --schedule _Short --seeds 0 1 2 -device cpu"

@@ -98,14 +98,12 @@ class DemoSchedule(ShortSchedule):
     num_val_iterations_short = 2
 
 
-class DemoFineTuneSchedule(ShortSchedule):
+class DemoFineTuneSchedule(DemoSchedule):
     """The main demo's second stage: every row after source-only starts from the source-only ``*_Demo`` model
     (nnU-Net's ``-pretrained_weights``) and trains this half-length schedule, so that source-only continued for the
     same steps (the fair lower bound) fits the demo's CPU budget beside GLUA; docs/benchmarks.md."""
 
-    num_epochs_short = 15
-    num_iterations_short = 25
-    num_val_iterations_short = 2
+    num_epochs_short = DemoSchedule.num_epochs_short // 2
 
 
 class SourceOnlyTrainer_Demo(DemoSchedule, SourceOnlyTrainer):
