@@ -346,6 +346,15 @@ def test_gap_closed_table():
     # without both bounds there is no gap closed, and the table says so
     assert comparison({"GLUA": results["GLUA"]})["gap_closed"] == {}
     assert "not shown" in comparison_markdown({"GLUA": results["GLUA"]})
+    # with the lower bound only (the demo), each method's difference to it takes the gap's place
+    no_upper = {name: results[name] for name in ("source-only", "GLUA")}
+    diff = comparison(no_upper)["difference"]["GLUA"]
+    assert diff["dice"]["classes"] == pytest.approx({"myo": 0.4, "lac": 0.0})
+    assert diff["assd_mm"]["class_mean"] == pytest.approx(3.5 - 7.0)
+    md = comparison_markdown(no_upper)
+    assert "| GLUA − source-only |  | +0.400 | +0.000 | +0.200 |" in md
+    assert "| GLUA − source-only |  | -6.00 | -1.00 | -3.50 |" in md
+    assert "gap closed:" not in md and "not shown" not in md
     assert gap_closed(0.5, 0.4, 0.4) is None and gap_closed(0.5, None, 0.9) is None
 
 

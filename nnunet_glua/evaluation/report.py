@@ -84,6 +84,10 @@ def _format_gap(value: float | None) -> str:
     return _NA if value is None else f"{100.0 * value:.1f} %"
 
 
+def _format_difference(value: float | None, digits: int) -> str:
+    return _NA if value is None else f"{value:+.{digits}f}"
+
+
 def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -141,6 +145,10 @@ def gap_closed(value: float | None, lower: float | None, upper: float | None, mi
     return (value - lower) / denominator
 
 
+def _difference(value: float | None, lower: float | None) -> float | None:
+    return None if value is None or lower is None else value - lower
+
+
 def _defined_classes(summary: Summary, metric: str) -> frozenset[str]:
     return frozenset(n for n, s in summary.classes.items() if s.statistic(metric).mean is not None)
 
@@ -161,7 +169,11 @@ def comparison(
         {"classes": [...], "lower": str|None, "upper": str|None, "min_gap": float,
          "methods": {name: {"n_cases": int,
                             metric: {"classes": {class: {"mean", "std", "n"}}, "class_mean": {"mean", "std", "n"}}}},
-         "gap_closed": {name: {metric: {"classes": {class: float|None}, "class_mean": float|None}}}}
+         "gap_closed": {name: {metric: {"classes": {class: float|None}, "class_mean": float|None}}},
+         "difference": {name: {metric: {"classes": {class: float|None}, "class_mean": float|None}}}}
+
+    ``difference`` (method minus ``lower``, in the metric's units) is there for every method other than the two
+    bounds whenever ``lower`` is among the results, with or without ``upper``.
     """
     if not results:
         raise ValueError("no results to compare")
@@ -201,6 +213,21 @@ def comparison(
                 mean_gap = (gap_closed(s.class_mean[m].mean, lo.class_mean[m].mean, up.class_mean[m].mean, min_gap)
                             if same_classes else None)
                 gaps[name][m] = {"classes": per_class, "class_mean": mean_gap}
+    differences: dict[str, Any] = {}
+    if lower in summaries:
+        lo = summaries[lower]
+        for name, s in summaries.items():
+            if name in (lower, upper):
+                continue
+            differences[name] = {}
+            for m in metrics:
+                same_classes = _defined_classes(s, m) == _defined_classes(lo, m)
+                differences[name][m] = {
+                    "classes": {c: _difference(s.classes[c].statistic(m).mean, lo.classes[c].statistic(m).mean)
+                                for c in classes},
+                    "class_mean": (_difference(s.class_mean[m].mean, lo.class_mean[m].mean) if same_classes
+                                   else None),
+                }
     return {
         "classes": classes,
         "lower": lower if with_gap else None,
@@ -208,6 +235,7 @@ def comparison(
         "min_gap": min_gap,
         "methods": methods,
         "gap_closed": gaps,
+        "difference": differences,
     }
 
 
@@ -220,7 +248,8 @@ def comparison_markdown(
     title: str | None = "Adaptation results",
 ) -> str:
     """Markdown of :func:`comparison`: one table per metric, rows = methods (mean ± std per class, class
-    mean) followed by a "gap closed" row per adapted method. Ends with a newline."""
+    mean) followed by a "gap closed" row per adapted method; without ``upper`` among the results, a row per method
+    with its difference to ``lower`` instead. Ends with a newline."""
     table = comparison(results, lower=lower, upper=upper, metrics=metrics, min_gap=min_gap)
     classes = table["classes"]
     lines = [f"## {title}", ""] if title else []
@@ -237,10 +266,19 @@ def comparison_markdown(
             rows.append([f"gap closed: {name}", "",
                          *(_format_gap(gap[m]["classes"][c]) for c in classes),
                          _format_gap(gap[m]["class_mean"])])
+        if not table["gap_closed"]:
+            # without an upper bound the difference to the lower bound is the comparison a reader looks for
+            for name, diff in table["difference"].items():
+                rows.append([f"{name} − {lower}", "",
+                             *(_format_difference(diff[m]["classes"][c], _DIGITS[m]) for c in classes),
+                             _format_difference(diff[m]["class_mean"], _DIGITS[m])])
         lines += [f"### {METRIC_TITLES[m]}", ""] + _md_table(header, rows, right_from=1) + [""]
     if table["gap_closed"]:
         lines.append(f"Gap closed = (method − {lower}) / ({upper} − {lower}); n/a where a value is undefined or "
                      f"|{upper} − {lower}| < {min_gap:g}.")
+    elif table["difference"]:
+        lines.append(f"Gap closed needs '{upper}' (the upper bound) among the results; shown instead: each "
+                     f"method minus '{lower}'.")
     else:
         lines.append(f"Gap closed needs both '{lower}' and '{upper}' among the results; not shown.")
     return "\n".join(lines) + "\n"
