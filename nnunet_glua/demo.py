@@ -62,6 +62,17 @@ def _nnunet_command(name: str) -> list[str]:
     return [found]
 
 
+def planning_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for ``nnUNetv2_plan_and_preprocess``: without ``nnUNet_n_proc_DA`` when it asks for no augmentation
+    workers (0, the usual CPU setting), because nnU-Net's planner passes that value to ``torch.set_num_threads``,
+    which rejects 0; the planner then falls back to nnU-Net's own default."""
+    env = dict(env)
+    value = env.get("nnUNet_n_proc_DA", "").strip()
+    if value and value.lstrip("-").isdigit() and int(value) < 1:
+        del env["nnUNet_n_proc_DA"]
+    return env
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, env=env, check=True)
@@ -147,7 +158,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     if not (plans_file.exists() and config_data.is_dir()):
         _run(_nnunet_command("nnUNetv2_plan_and_preprocess")
              + ["-d", str(dataset_id), "-c", configuration, "-np", str(num_processes),
-                "-npfp", str(num_processes), "--verify_dataset_integrity"], dict(os.environ))
+                "-npfp", str(num_processes), "--verify_dataset_integrity"], planning_env(dict(os.environ)))
     else:
         print(f"exists: {plans_file}")
     timings["plan_and_preprocess"] = time.perf_counter() - t

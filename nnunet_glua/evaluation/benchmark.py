@@ -1135,7 +1135,9 @@ def _build_parser() -> argparse.ArgumentParser:
                  "translator is trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
                  "dataset must be planned and\npreprocessed (nnUNetv2_plan_and_preprocess -d ID -c CONFIG); the upper "
                  "bound gets the same plans automatically.\nOn CPU set nnUNet_def_n_proc=2 and nnUNet_n_proc_DA=0 "
-                 "on small machines.\n\nexamples:\n  glua_benchmark -d 701 --schedule _Short --seeds 0 1 2 -device cpu"
+                 "on small machines (not for nnUNetv2_plan_and_preprocess:\nnnU-Net's planner fails with "
+                 "nnUNet_n_proc_DA=0).\n\nexamples:\n"
+                 "  glua_benchmark -d 701 --schedule _Short --seeds 0 1 2 -device cpu"
                  "\n  glua_benchmark -d 903 -c 2d --schedule _Demo --fine-tune-schedule _DemoFineTune -device cpu"
                  "   (the main demo's rows)",
     )
