@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from nnunet_glua.nnunet_io import dataset_folders_with_id
@@ -62,7 +63,7 @@ def _nnunet_command(name: str) -> list[str]:
     return [found]
 
 
-def planning_env(env: dict[str, str]) -> dict[str, str]:
+def planning_env(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` for ``nnUNetv2_plan_and_preprocess``: without ``nnUNet_n_proc_DA`` when it asks for no augmentation
     workers (0, the usual CPU setting), because nnU-Net's planner passes that value to ``torch.set_num_threads``,
     which rejects 0; the planner then falls back to nnU-Net's own default."""
@@ -158,7 +159,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     if not (plans_file.exists() and config_data.is_dir()):
         _run(_nnunet_command("nnUNetv2_plan_and_preprocess")
              + ["-d", str(dataset_id), "-c", configuration, "-np", str(num_processes),
-                "-npfp", str(num_processes), "--verify_dataset_integrity"], planning_env(dict(os.environ)))
+                "-npfp", str(num_processes), "--verify_dataset_integrity"], planning_env(os.environ))
     else:
         print(f"exists: {plans_file}")
     timings["plan_and_preprocess"] = time.perf_counter() - t

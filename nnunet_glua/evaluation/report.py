@@ -197,37 +197,35 @@ def comparison(
     }
     with_gap = lower in summaries and upper in summaries
     gaps: dict[str, Any] = {}
-    if with_gap:
-        lo, up = summaries[lower], summaries[upper]
+    differences: dict[str, Any] = {}
+    if lower in summaries:
+        lo = summaries[lower]
+        up = summaries[upper] if with_gap else None
         for name, s in summaries.items():
             if name in (lower, upper):
                 continue
-            gaps[name] = {}
+            differences[name], gaps_of_method = {}, {}
             for m in metrics:
+                same_as_lower = _defined_classes(s, m) == _defined_classes(lo, m)
+                differences[name][m] = {
+                    "classes": {c: _difference(s.classes[c].statistic(m).mean, lo.classes[c].statistic(m).mean)
+                                for c in classes},
+                    "class_mean": (_difference(s.class_mean[m].mean, lo.class_mean[m].mean) if same_as_lower
+                                   else None),
+                }
+                if up is None:
+                    continue
                 per_class = {
                     c: gap_closed(s.classes[c].statistic(m).mean, lo.classes[c].statistic(m).mean,
                                   up.classes[c].statistic(m).mean, min_gap)
                     for c in classes
                 }
-                same_classes = _defined_classes(s, m) == _defined_classes(lo, m) == _defined_classes(up, m)
+                same_classes = same_as_lower and _defined_classes(lo, m) == _defined_classes(up, m)
                 mean_gap = (gap_closed(s.class_mean[m].mean, lo.class_mean[m].mean, up.class_mean[m].mean, min_gap)
                             if same_classes else None)
-                gaps[name][m] = {"classes": per_class, "class_mean": mean_gap}
-    differences: dict[str, Any] = {}
-    if lower in summaries:
-        lo = summaries[lower]
-        for name, s in summaries.items():
-            if name in (lower, upper):
-                continue
-            differences[name] = {}
-            for m in metrics:
-                same_classes = _defined_classes(s, m) == _defined_classes(lo, m)
-                differences[name][m] = {
-                    "classes": {c: _difference(s.classes[c].statistic(m).mean, lo.classes[c].statistic(m).mean)
-                                for c in classes},
-                    "class_mean": (_difference(s.class_mean[m].mean, lo.class_mean[m].mean) if same_classes
-                                   else None),
-                }
+                gaps_of_method[m] = {"classes": per_class, "class_mean": mean_gap}
+            if up is not None:
+                gaps[name] = gaps_of_method
     return {
         "classes": classes,
         "lower": lower if with_gap else None,
