@@ -35,11 +35,13 @@ from nnunet_glua.nnunet_io import dataset_folders_with_id
 DEMO_DATASET_IDS = {"CT2MR": (903, 904), "MR2CT": (901, 902)}
 # CT source, MR target: on the phantom at this budget nnU-Net learns the MR heart (blood pools far brighter than
 # the myocardium) quickly enough for the comparison to mean something; with a CT target even target-supervised
-# nnU-Net reaches only 0.35 Dice in the demo's 750 steps (docs/benchmarks.md). --direction MR2CT runs the other way.
+# nnU-Net trained from scratch reached only 0.35 Dice in the demo's 750 first-stage steps (docs/benchmarks.md).
+# --direction MR2CT runs the other way.
 DEMO_DIRECTION = "CT2MR"
-# 2D: on this phantom (heart structures 4-7 voxels across at the demo's size) nnU-Net's 2D U-Net reaches a source
-# validation Dice of about 0.8 within ~500 steps of 0.25 s on 2 CPU cores, where 250 steps of the 3D U-Net (1 s each)
-# still predicted nothing (measured, docs/benchmarks.md); -c 3d_fullres runs the same job in 3D given more time
+# 2D: on this phantom (heart structures 4-7 voxels across at the demo's size) nnU-Net's 2D U-Net reached a source
+# validation Dice of 0.06 after 250 steps and 0.79 after 750 steps of about 0.26 s on 2 CPU cores, where 250 steps of
+# the 3D U-Net (about 1 s each) still predicted nothing (measured, docs/benchmarks.md); -c 3d_fullres runs the same job
+# in 3D given more time
 DEMO_CONFIGURATION = "2d"
 # in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
 DEMO_PHANTOM_SIZE = 64
@@ -254,13 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--use-env-paths", action="store_true",
                         help="use the nnUNet_raw/nnUNet_preprocessed/nnUNet_results already set in the environment")
     parser.add_argument("--num-cases", type=int, default=20, help="phantom volumes per modality (default: 20)")
-    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the phantom and of the trainings (GLUA_SEED; default: 0)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("-c", "--configuration", default=DEMO_CONFIGURATION, choices=("2d", "3d_fullres"),
                         help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
     parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_DATASET_IDS),
                         help=f"source and target modality (default: {DEMO_DIRECTION}, CT labelled, MR unlabelled)")
-    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="training device (default: cpu)")
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"),
+                        help="device for the translator, the trainings and prediction (default: cpu)")
     args = parser.parse_args(argv)
 
     workdir = args.workdir.resolve()

@@ -1,5 +1,6 @@
 """The headline of an adaptation experiment: source-only, GLUA (and its ablations) and target-supervised
-nnU-Net, trained with one schedule, evaluated on one target test set, repeated over seeds.
+nnU-Net, source-only trained with ``--schedule`` and every other row started from that model and trained with
+``--fine-tune-schedule``, evaluated on one target test set, repeated over seeds.
 
 Two stages. First, source-only nnU-Net is trained from scratch (trainer suffix ``--schedule``, ``{s}`` below).
 Then every other row starts from that model (nnU-Net's ``-pretrained_weights``; the segmentation head is
@@ -37,8 +38,10 @@ other GLUA rows of the seed. Reported values are, per row, the median over seeds
 test cases; "gap closed" = (row − source-only, continued) / (target-supervised − source-only, continued) is
 computed on those medians.
 
-Output folder (default ``$nnUNet_results/<adaptation dataset>/glua_benchmark_<configuration>_<schedule>``,
-with ``_then_<fine-tune schedule>`` appended when the two schedules differ)::
+Output folder (default ``$nnUNet_results/<adaptation dataset>/glua_benchmark_<configuration>_<schedule>``, the
+schedule without its leading ``_`` and ``default`` for an empty one; ``_then_<fine-tune schedule>`` is appended when
+the two schedules differ, ``_<plans>`` when the plans are not ``nnUNetPlans`` and ``_fold<f>`` when the fold is not
+0)::
 
     benchmark.json  benchmark.md               rows × seeds, medians, gap closed, wall times, machine,
                                                project commit, SHA-256 of the plans and translators
@@ -1121,8 +1124,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="glua_benchmark",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill("Headline table of an adaptation experiment: source-only nnU-Net, GLUA (and "
-                    "ablations) and target-supervised nnU-Net, each trained with the same schedule and plans "
-                    "(every row but source-only starts from the source-only model), "
+                    "ablations) and target-supervised nnU-Net, all with the same plans: source-only is trained "
+                    "from scratch with --schedule, every other row starts from the source-only model and trains "
+                    "--fine-tune-schedule; all are "
                     "predicted on the adaptation dataset's target test images (imagesTs) and evaluated against its "
                     "labelsTs, repeated over seeds. Writes benchmark.json and benchmark.md (medians over seeds, "
                     "gap closed, wall times, machine, commit, plans and translator hashes) and prints the table. "
@@ -1142,7 +1146,7 @@ def _build_parser() -> argparse.ArgumentParser:
                  "   (the main demo's rows)",
     )
     parser.add_argument("-d", "--dataset", required=True,
-                        help="adaptation dataset: id (701), name (Dataset701_MMWHS) or raw folder")
+                        help="adaptation dataset: id (701), name (Dataset701_MMWHS_MR2CT) or raw folder")
     parser.add_argument("-c", "--configuration", default="3d_fullres",
                         help="nnU-Net configuration (default 3d_fullres)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
@@ -1163,7 +1167,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="device for training and prediction (default cuda)")
     parser.add_argument("--out", default=None,
                         help="output folder (default "
-                             "$nnUNet_results/<dataset>/glua_benchmark_<configuration>_<schedule>)")
+                             "$nnUNet_results/<dataset>/glua_benchmark_<configuration>_<schedule>, the schedule "
+                             "without its leading _ and 'default' for none; _then_<fine-tune schedule> is added "
+                             "when the schedules differ, _<plans> when not nnUNetPlans, _fold<f> when the fold "
+                             "is not 0)")
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="processes for evaluation and nnU-Net preprocessing (default $nnUNet_def_n_proc)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands that would run; run nothing")

@@ -334,7 +334,7 @@ def evaluate_folder(
 
 # ------------------------------------------------------------------------------------------------ datasets
 def find_raw_dataset_folder(dataset: "int | str | os.PathLike") -> Path:
-    """Folder of a raw dataset: an id (``701``/``"701"``), a name (``"Dataset701_MMWHS"``) or a folder path.
+    """Folder of a raw dataset: an id (``701``/``"701"``), a name (``"Dataset701_MMWHS_MR2CT"``) or a folder path.
 
     Ids and names are looked up in ``$nnUNet_raw`` (read when called).
     """
@@ -447,7 +447,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=CONVENTIONS,
     )
     parser.add_argument("-d", "--dataset", required=True,
-                        help="dataset id (701), name (Dataset701_MMWHS) or raw dataset folder; label map, file "
+                        help="dataset id (701), name (Dataset701_MMWHS_MR2CT) or raw dataset folder; label map, file "
                              "ending and the target test label folder come from its dataset.json")
     parser.add_argument("-pred", "--pred", required=True, help="folder with the predictions ({case}.nii.gz, "
                                                                  "as written by nnUNetv2_predict)")

@@ -8,8 +8,11 @@ waiting for the target batch, and the discriminator update; the rest of the step
 backward pass. The translator's throughput in slices per second is measured separately on batches of the plan's
 patch size.
 
-Usage: ``glua_speed_benchmark -d 701 -c 3d_fullres [-device cuda] [--steps 50] [--warmup 10] [--out docs/x.json]``
-(the dataset must be planned and, for GLUA, have a translator or a ``--translator-preset`` to train one).
+Usage: ``glua_speed_benchmark -d 701 -c 3d_fullres [-tr GLUATrainer] [-device cuda] [--steps 50] [--warmup 10]
+[--out docs/x.json]``. The dataset must be planned. A GLUA trainer that translates and finds no translator trains
+one first, with its own settings: 20000 iterations of the default translator for ``GLUATrainer``, the CPU-sized
+translator for the ``*_Short`` (200 iterations) and ``*_Demo``/``*_DemoFineTune`` (600) trainers; on a CPU pick
+such a trainer, e.g. ``-tr GLUATrainer_DemoFineTune -device cpu``.
 """
 from __future__ import annotations
 

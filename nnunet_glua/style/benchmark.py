@@ -1,4 +1,4 @@
-"""Throughput of the translator on the current device: ``python -m nnunet_glua.style.benchmark --help``.
+"""Throughput of the translator on the current device: ``glua_style_benchmark --help``.
 
 ``translate`` mode (default) times :meth:`Translator.translate_batch` on a random ``(B, C, X, Y, Z)`` batch, as the
 segmentation trainer calls it once per step, and prints slices per second (median over ``--runs`` timed runs after
@@ -106,7 +106,7 @@ def benchmark_train_step(config: TranslatorConfig, channels: int, slice_size: tu
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m nnunet_glua.style.benchmark",
+        prog="glua_style_benchmark",
         description="Measure the style translator's throughput on this machine (median after warm-up).")
     parser.add_argument("--mode", choices=("translate", "train"), default="translate",
                         help="translate: translate_batch slices/s (default); train: training iterations/s")

@@ -29,7 +29,8 @@ def _default_device() -> str:
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-d", "--dataset", required=True, help="dataset ID or name (e.g. 701 or Dataset701_MMWHS)")
+    parser.add_argument("-d", "--dataset", required=True,
+                        help="dataset ID or name (e.g. 701 or Dataset701_MMWHS_MR2CT)")
     parser.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 3d_fullres")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--device", default=_default_device(),
@@ -118,7 +119,8 @@ def translate_main(argv: list[str] | None = None) -> None:
                     "with one target style per volume, and written as CASE_XXXX.nii.gz in nnU-Net's preprocessed "
                     "geometry (transposed axes, cropped to the nonzero region, target spacing, origin 0) with "
                     "z-scored intensities. translation.json records the style code used per case.",
-        epilog="Example: glua_translate -d 701 -c 3d_fullres -i $nnUNet_raw/Dataset701_MMWHS/imagesTr -o translated")
+        epilog="Example: glua_translate -d 701 -c 3d_fullres -i $nnUNet_raw/Dataset701_MMWHS_MR2CT/imagesTr "
+               "-o translated")
     _add_dataset_args(parser)
     parser.add_argument("-i", "--input", nargs="+", required=True,
                         help="a folder of CASE_XXXX images (nnU-Net naming) or image files")

@@ -34,9 +34,9 @@ Optimisation
     exponential moving average, used for previews, the style bank and all translation, is far less noisy than the
     raw adversarially-trained weights.
     ``iterations=20000`` at ``batch_size=16``. A training step of these small 2D networks is bound by kernel-launch
-    overhead, not arithmetic: on an H200 a step took 92-106 ms at batch 8, 16 and 32 alike (profile at batch 8:
-    ~125 ms of CPU launch work vs ~30 ms of GPU work per step), so 16 slices per domain cost nothing over 8 and
-    halve the gradient noise. About 30-40 minutes on such a GPU; a phantom converges much earlier, real CT/MR pairs
+    overhead, not arithmetic: on an H200 an iteration took 65-107 ms at batch 8, 16 and 32 alike, of which the GPU
+    was busy only about 30 ms (profile at batch 8; docs/benchmarks.md), so 16 slices per domain cost nothing over 8
+    and halve the gradient noise. About 20-40 minutes on such a GPU; a phantom converges much earlier, real CT/MR pairs
     may want more (``--iterations``).
 Data
     ``slice_size=None``: derived from the nnU-Net configuration's in-plane patch size by the command line, or from the

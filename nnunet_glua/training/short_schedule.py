@@ -90,8 +90,9 @@ class SourceOnlyTrainer_Short(ShortSchedule, SourceOnlyTrainer):
 
 
 class DemoSchedule(ShortSchedule):
-    """The schedule of the main demo (``glua_demo``): sized so that source-only and GLUA training together fit the
-    demo's CPU budget on the phantom; see docs/benchmarks.md for the measured step times."""
+    """The schedule of the main demo's (``glua_demo``) first stage: the source-only model, 30 epochs of 25 steps
+    from scratch, that every second-stage row (:class:`DemoFineTuneSchedule`) starts from; sized so that the demo's
+    trainings together fit its CPU budget on the phantom; see docs/benchmarks.md for the measured step times."""
 
     num_epochs_short = 30
     num_iterations_short = 25

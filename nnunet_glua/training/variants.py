@@ -16,10 +16,11 @@ nnU-Net with that shift alone.
 
 ``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
 benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
-``*_Demo`` variants use the main demo's CPU schedule (``glua_benchmark --schedule _Demo`` reproduces its rows and
-adds the ablations; :class:`SourceOnlyTrainer_Demo` is the source-only row). ``*_DemoFineTune`` variants are the
-demo's second stage: half as many epochs, started from the source-only ``_Demo`` model with nnU-Net's
-``-pretrained_weights`` (``glua_benchmark --schedule _Demo --fine-tune-schedule _DemoFineTune``).
+``*_Demo`` variants use the schedule of the main demo's first stage (30 epochs of 25 steps, from scratch;
+:class:`SourceOnlyTrainer_Demo` is the demo's source-only model). ``*_DemoFineTune`` variants are the demo's second
+stage: half as many epochs, started from the source-only ``_Demo`` model with nnU-Net's ``-pretrained_weights``; the
+demo trains GLUA as :class:`GLUATrainer_DemoFineTune`. ``glua_benchmark --schedule _Demo --fine-tune-schedule
+_DemoFineTune`` reproduces the demo's rows and adds the ablations.
 """
 from __future__ import annotations
 
@@ -97,16 +98,18 @@ class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
 
 
 class DemoAlignment:
-    """Mixin for the ``*_Demo`` GLUA variants: the CPU-sized translator, trained for 600 iterations, and a target
-    batch of a quarter of the source batch, so that source-only and GLUA training fit the main demo's 20 CPU
-    minutes (measured: docs/benchmarks.md)."""
+    """Mixin for the ``*_Demo`` and ``*_DemoFineTune`` GLUA variants: the CPU-sized translator, trained for 600
+    iterations, and a target batch of a quarter of the source batch, so that the main demo's trainings fit its 20
+    CPU minutes (measured: docs/benchmarks.md)."""
     translator_config_overrides = CPU_TRANSLATOR
     translator_iterations = 600
     target_batch_fraction = 0.25
 
 
 class GLUATrainer_Demo(DemoSchedule, DemoAlignment, GLUATrainer):
-    """GLUATrainer with the main demo's CPU schedule and CPU-sized translator."""
+    """GLUATrainer from scratch with the schedule of the main demo's first stage (30 x 25 steps) and the CPU-sized
+    translator. The demo itself trains only source-only in that stage and GLUA as
+    :class:`GLUATrainer_DemoFineTune`."""
 
 
 class GLUATrainer_NoLocalMask_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoLocalMask):
