@@ -6,12 +6,11 @@ Every writer in the package writes to a temporary name in the destination folder
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import SimpleITK as sitk
 
@@ -37,14 +36,6 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=indent, sort_keys=False)
-            f.write("\n")
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:

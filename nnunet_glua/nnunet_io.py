@@ -11,13 +11,13 @@ command keeps reporting the errors of its own stage.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from nnunet_glua.errors import PathError
+from nnunet_glua.json_io import read_json
 
 RAW, PREPROCESSED, RESULTS = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 _FOLDER_CONTENT = {RAW: "raw data", PREPROCESSED: "preprocessed data", RESULTS: "results"}
@@ -79,18 +79,6 @@ def label_files(folder: Path, file_ending: str) -> dict[str, Path]:
         and path.is_file()
     }
     return dict(sorted(found.items()))
-
-
-def read_json(path: Path, error: type[PathError] = PathError, advice: str = "") -> Any:
-    """The content of the JSON file ``path``; ``error(path, ...)`` if it cannot be read or parsed.
-
-    ``advice`` (what to do about it) is appended to the error message.
-    """
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:  # ValueError: invalid JSON or text that is not UTF-8
-        raise error(path, f"cannot be read as JSON ({e})" + (f"; {advice}" if advice else "")) from None
 
 
 def load_plans(path: Path, plans_name: str, configuration: str, error: type[PathError] = PathError,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_glua import nnunet_io
+from nnunet_glua.json_io import read_json
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.data.uda_dataset_info import UDADatasetError
 from nnunet_glua.errors import PathError
@@ -36,14 +37,14 @@ def test_run_jobs_keeps_job_order_and_brings_a_worker_error_back_whole(tmp_path)
         files.append(tmp_path / f"{i}.json")
         files[-1].write_text(json.dumps({"i": i}))
     seen = []
-    results = run_jobs(nnunet_io.read_json, files, num_processes=2, desc="test",
+    results = run_jobs(read_json, files, num_processes=2, desc="test",
                        on_result=lambda r, bar: seen.append(r["i"]))
     assert results == [{"i": 0}, {"i": 1}, {"i": 2}] and sorted(seen) == [0, 1, 2]
-    assert run_jobs(nnunet_io.read_json, files[:1], num_processes=1, desc="test") == [{"i": 0}]
+    assert run_jobs(read_json, files[:1], num_processes=1, desc="test") == [{"i": 0}]
 
     missing = tmp_path / "missing.json"
     with pytest.raises(PathError, match="cannot be read as JSON") as info:
-        run_jobs(nnunet_io.read_json, [files[0], missing], num_processes=2, desc="test")
+        run_jobs(read_json, [files[0], missing], num_processes=2, desc="test")
     assert info.value.path == str(missing)
 
 
@@ -99,7 +100,7 @@ def test_json_and_plans_errors_name_the_file_and_what_exists(tmp_path):
     broken = tmp_path / "dataset.json"
     broken.write_text("{not json")
     with pytest.raises(EvaluationError, match="cannot be read as JSON .*; regenerate it") as info:
-        nnunet_io.read_json(broken, EvaluationError, advice="regenerate it")
+        read_json(broken, EvaluationError, advice="regenerate it")
     assert info.value.path == str(broken)
 
     plans = tmp_path / "nnUNetPlans.json"

@@ -60,7 +60,8 @@ from nnunet_glua.conversion.phantom_anatomy import SubjectAnatomy
 from nnunet_glua.conversion.phantom_cardiac import MMWHS_LABELS, random_cardiac_subject
 from nnunet_glua.conversion.phantom_imaging import quantise, render_intensities
 from nnunet_glua.conversion.phantom_writers import SLICE_ORDERS, slice_order, write_chaos_series, write_nifti
-from nnunet_glua.io_utils import staged_directory, write_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import staged_directory
 
 Kind = Literal["cardiac", "abdominal"]
 KINDS: tuple[str, ...] = ("cardiac", "abdominal")

@@ -45,7 +45,8 @@ from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import IntensitySettings, harmonise_intensities
 from nnunet_glua.conversion.labels import LabelMap, apply_label_map
 from nnunet_glua.conversion.orientation import CANONICAL_ORIENTATION, require_same_geometry, to_canonical
-from nnunet_glua.io_utils import staged_directory, write_image, write_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import staged_directory, write_image
 from nnunet_glua.nnunet_io import (
     PREPROCESSED,
     RAW,

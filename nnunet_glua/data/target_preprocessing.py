@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from nnunet_glua.data.uda_dataset_info import TARGET_SPLITS, UDADatasetError, UDADatasetInfo, load_uda_info
-from nnunet_glua.io_utils import write_json
+from nnunet_glua.json_io import write_json
 from nnunet_glua.nnunet_io import load_plans
 
 #: bump when the on-disk layout or the content of the cases changes: old builds are then rebuilt

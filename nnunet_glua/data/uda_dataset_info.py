@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nnunet_glua.errors import PathError
-from nnunet_glua.nnunet_io import PREPROCESSED, RAW, dataset_id_from_name, image_cases, nnunet_folder, read_json
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import PREPROCESSED, RAW, dataset_id_from_name, image_cases, nnunet_folder
 
 #: key of the plugin's block in ``dataset.json``
 GLUA_KEY = "glua"

@@ -89,17 +89,11 @@ from nnunet_glua.evaluation.evaluate import (
 from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import SUMMARY_METRICS, ClassSummary, Statistic, Summary
 from nnunet_glua.evaluation.report import comparison, comparison_markdown, gap_closed
-from nnunet_glua.io_utils import atomic_path, staged_directory, write_json
-from nnunet_glua.nnunet_io import (
-    PREPROCESSED,
-    RESULTS,
-    dataset_id_from_name,
-    image_cases,
-    label_files,
-    load_plans,
-    nnunet_folder,
-    read_json,
-)
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import atomic_path, staged_directory
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import (PREPROCESSED, RESULTS, dataset_id_from_name, image_cases, label_files, load_plans,
+                                   nnunet_folder)
 from nnunet_glua.parallel import default_num_processes
 from nnunet_glua.paths import EXT_TRAINER_ENV, ensure_trainer_folder_registered
 

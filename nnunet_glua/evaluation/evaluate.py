@@ -37,8 +37,10 @@ from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import ClassMetrics, Summary, compute_case_metrics, summarize
 from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
 from nnunet_glua.evaluation.report import evaluation_markdown
-from nnunet_glua.io_utils import atomic_path, write_json
-from nnunet_glua.nnunet_io import RAW, dataset_folders_with_id, label_files, read_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import atomic_path
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import RAW, dataset_folders_with_id, label_files
 from nnunet_glua.parallel import default_num_processes, run_jobs
 
 __all__ = [

@@ -42,7 +42,8 @@ from nnunet_glua.conversion.orientation import geometry_mismatches
 from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
 from nnunet_glua.io_utils import atomic_path
-from nnunet_glua.nnunet_io import label_files, read_json
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import label_files
 from nnunet_glua.style.preview import display_window, to_uint8
 
 __all__ = [

@@ -58,7 +58,7 @@ def load_glua_model(fold_folder: str | os.PathLike, checkpoint_name: str = "chec
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_glua.nnunet_io import read_json
+    from nnunet_glua.json_io import read_json
     from nnunet_glua.training.feature_unet import FeatureTapUNet
     from nnunet_glua.training.glua_components import StageDiscriminators
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer

@@ -28,8 +28,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from nnunet_glua.io_utils import write_json
-from nnunet_glua.nnunet_io import nnunet_folder, read_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import nnunet_folder
 from nnunet_glua.paths import ensure_trainer_folder_registered
 
 

@@ -25,8 +25,8 @@ from nnunet_glua.errors import PathError
 from nnunet_glua.inference.output_layout import OUTPUT_SUFFIX, PREDICTIONS_JSON
 from nnunet_glua.inference.scan_inputs import ScanInput
 from nnunet_glua.inference.trained_model import ConversionSettings, TrainedModel
-from nnunet_glua.io_utils import write_json
-from nnunet_glua.nnunet_io import read_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.json_io import read_json
 
 __all__ = [
     "FORMAT_VERSION",

@@ -22,7 +22,8 @@ from nnunet_glua.data.uda_dataset_info import (
     resolve_dataset_name,
 )
 from nnunet_glua.inference.errors import PredictionError
-from nnunet_glua.nnunet_io import RESULTS, load_plans, nnunet_folder, read_json
+from nnunet_glua.json_io import read_json
+from nnunet_glua.nnunet_io import RESULTS, load_plans, nnunet_folder
 
 __all__ = ["ConversionSettings", "TrainedModel", "conversion_settings", "find_trained_model", "trained_folds"]
 

@@ -171,7 +171,7 @@ def report_main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", help="JSON output (default: style_report.json in the translator folder)")
     args = parser.parse_args(argv)
 
-    from nnunet_glua.io_utils import write_json
+    from nnunet_glua.json_io import write_json
     from nnunet_glua.style.integration import load_context, load_translator, target_train_folder
     from nnunet_glua.style.report import format_report, style_report
 

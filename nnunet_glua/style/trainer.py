@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nnunet_glua.io_utils import atomic_path, write_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.style.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
 from nnunet_glua.style.config import TranslatorConfig
 from nnunet_glua.style.ema import ModelEMA

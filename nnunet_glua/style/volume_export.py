@@ -26,7 +26,8 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from nnunet_glua.io_utils import write_image, write_json
+from nnunet_glua.json_io import write_json
+from nnunet_glua.io_utils import write_image
 from nnunet_glua.style.integration import NnUNetContext
 from nnunet_glua.style.translate import Translator
 
