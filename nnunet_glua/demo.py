@@ -123,7 +123,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     """Run the steps listed in the module docstring; returns a summary dict (also written to ``workdir``)."""
     dataset_id, upper_bound_id = DEMO_DATASET_IDS[direction]
     from nnunet_glua.conversion.mmwhs import convert_mmwhs
-    from nnunet_glua.conversion.phantom import make_phantom
+    from nnunet_glua.phantom import make_phantom
     from nnunet_glua.data.target_preprocessing import preprocess_target
     from nnunet_glua.evaluation.evaluate import evaluate_dataset, write_evaluation
     from nnunet_glua.paths import ensure_trainer_folder_registered

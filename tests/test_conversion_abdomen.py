@@ -14,7 +14,7 @@ from nnunet_glua.conversion.chaos import load_chaos_t2spir
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.labels import CHAOS_ABDOMEN, apply_label_map
 from nnunet_glua.conversion.orientation import to_canonical
-from nnunet_glua.conversion.phantom import BTCV_IDS, CHAOS_IDS, make_phantom
+from nnunet_glua.phantom import BTCV_IDS, CHAOS_IDS, make_phantom
 
 LIVER, RIGHT_KIDNEY, LEFT_KIDNEY, SPLEEN = 1, 2, 3, 4
 

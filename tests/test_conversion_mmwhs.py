@@ -448,7 +448,7 @@ def test_truncated_uncompressed_nifti_is_caught_from_its_header(small_src: Path,
 
 
 def test_cardiac_phantom_converts_with_the_default_sifa_split(tmp_path: Path, raw: Path) -> None:
-    from nnunet_glua.conversion.phantom import make_phantom
+    from nnunet_glua.phantom import make_phantom
 
     phantom = make_phantom("cardiac", tmp_path / "phantom", size=16, progress=False)
     main(["--src", str(phantom), "--direction", "MR2CT", "-d", "825", "-np", "2"])

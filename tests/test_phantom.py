@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from nnunet_glua.conversion import phantom, phantom_tissues
-from nnunet_glua.conversion.phantom import (
+from nnunet_glua.phantom import cli, generator, tissues
+from nnunet_glua.phantom import (
     BTCV_IDS,
     CHAOS_IDS,
     MANIFEST_NAME,
@@ -23,7 +23,7 @@ from nnunet_glua.conversion.phantom import (
     planned_cases,
     render_case,
 )
-from nnunet_glua.conversion.phantom_tissues import Tissue
+from nnunet_glua.phantom.tissues import Tissue
 
 SIZE = 32  # small, but every MMWHS structure and the four CHAOS organs stay visible
 MMWHS_VALUES = {0, 205, 420, 500, 550, 600, 820, 850}
@@ -355,7 +355,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_render = phantom.render_case
+    real_render = generator.render_case
     calls = []
 
     def failing_render(case: PhantomCase, seed: int = 0, size: int = 80):
@@ -364,7 +364,7 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path: Path, monkeypatch: pyte
             raise KeyboardInterrupt
         return real_render(case, seed=seed, size=size)
 
-    monkeypatch.setattr(phantom, "render_case", failing_render)
+    monkeypatch.setattr(generator, "render_case", failing_render)
     with pytest.raises(KeyboardInterrupt):
         make_phantom("cardiac", tmp_path / "phantom", num_cases=2, size=16, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -386,15 +386,15 @@ def test_bad_arguments_are_rejected_before_writing(tmp_path: Path, kwargs: dict,
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as help_exit:
-        phantom.main(["--help"])
+        cli.main(["--help"])
     assert help_exit.value.code == 0 and "--num-cases" in capsys.readouterr().out
     out = tmp_path / "cli"
-    phantom.main(["--kind", "abdominal", "--out", str(out), "--num-cases", "1", "--size", "16", "--seed", "3",
+    cli.main(["--kind", "abdominal", "--out", str(out), "--num-cases", "1", "--size", "16", "--seed", "3",
                   "--quiet"])
     assert (out / "BTCV/RawData/Training/img/img0001.nii.gz").is_file()
     assert (out / "CHAOS/Train_Sets/MR/1/T2SPIR/DICOM_anon").is_dir()
     with pytest.raises(SystemExit) as exists_exit:
-        phantom.main(["--kind", "abdominal", "--out", str(out), "--num-cases", "1", "--size", "16", "--quiet"])
+        cli.main(["--kind", "abdominal", "--out", str(out), "--num-cases", "1", "--size", "16", "--quiet"])
     assert exists_exit.value.code == 2 and "already exists" in capsys.readouterr().err
 
 
@@ -404,7 +404,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_documented_tissue_table_matches_the_values_used() -> None:
-    doc = phantom_tissues.__doc__ or ""
+    doc = tissues.__doc__ or ""
     protocols = ("mmwhs_ct", "mmwhs_mr", "btcv_ct", "chaos_t2spir")
     cell = r"(-?\d+) ± (\d+) \((\d+)\)"
     rows = {m.group(1): m.groups()[1:] for m in re.finditer(r"^(\w+)\s+" + r"\s+".join([cell] * 4) + r"\s*$", doc,
@@ -413,5 +413,5 @@ def test_documented_tissue_table_matches_the_values_used() -> None:
     for tissue in Tissue:
         numbers = [float(v) for v in rows[tissue.name.lower()]]
         for i, protocol in enumerate(protocols):
-            value = phantom_tissues.PROTOCOL_INTENSITIES[protocol][tissue]
+            value = tissues.PROTOCOL_INTENSITIES[protocol][tissue]
             assert (value.mean, value.jitter, value.texture) == tuple(numbers[3 * i:3 * i + 3]), (tissue, protocol)

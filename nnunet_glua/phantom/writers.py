@@ -18,8 +18,8 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
-from nnunet_glua.conversion.phantom_acquisition import to_stored_image
-from nnunet_glua.conversion.phantom_shapes import PatientGrid
+from nnunet_glua.phantom.acquisition import to_stored_image
+from nnunet_glua.phantom.shapes import PatientGrid
 from nnunet_glua.io_utils import atomic_path, write_image
 
 #: Orders in which CHAOS-style slices are numbered (file names follow the instance number).

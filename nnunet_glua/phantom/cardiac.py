@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnunet_glua.conversion.phantom_anatomy import TORSO_STRUCTURES, PaintOp, Structure, SubjectAnatomy, build_torso
-from nnunet_glua.conversion.phantom_shapes import (
+from nnunet_glua.phantom.anatomy import TORSO_STRUCTURES, PaintOp, Structure, SubjectAnatomy, build_torso
+from nnunet_glua.phantom.shapes import (
     Ellipsoid,
     EllipticCylinder,
     HalfSpace,
@@ -34,7 +34,7 @@ from nnunet_glua.conversion.phantom_shapes import (
     frame_along,
     random_rotation,
 )
-from nnunet_glua.conversion.phantom_tissues import Tissue
+from nnunet_glua.phantom.tissues import Tissue
 
 #: MMWHS raw label values (the public files use these numbers).
 MMWHS_LABELS: dict[str, int] = {"MYO": 205, "LA": 420, "LV": 500, "RA": 550, "RV": 600, "AA": 820, "PA": 850}

@@ -1,7 +1,7 @@
 """Subject anatomy of the phantom: named structures, the order they are painted in, and the shared torso.
 
 A subject is a list of paint operations (shape + structure name) in the LPS patient frame (see
-:mod:`.phantom_shapes`). Every structure carries a tissue (what the scanner sees, :mod:`.phantom_tissues`) and
+:mod:`.shapes`). Every structure carries a tissue (what the scanner sees, :mod:`.tissues`) and
 the raw label value it has in each public dataset (what the annotators drew), so one painted subject gives the
 image of any protocol and the label map of any dataset. Structures that a dataset does not annotate (fat, lung,
 bone, the descending aorta in MMWHS, the gallbladder in CHAOS, ...) have label 0 there, exactly like real
@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from nnunet_glua.conversion.phantom_shapes import (
+from nnunet_glua.phantom.shapes import (
     Box,
     EllipticCylinder,
     Intersection,
@@ -28,7 +28,7 @@ from nnunet_glua.conversion.phantom_shapes import (
     StructureCanvas,
     ZBands,
 )
-from nnunet_glua.conversion.phantom_tissues import Tissue
+from nnunet_glua.phantom.tissues import Tissue
 
 
 @dataclass(frozen=True)

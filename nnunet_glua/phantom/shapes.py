@@ -3,7 +3,7 @@
 All coordinates are physical millimetres in the DICOM/ITK patient frame (LPS): +x toward the patient's Left,
 +y toward Posterior, +z toward Superior (head). Anatomy is described as implicit shapes in that frame and
 rasterised on a :class:`PatientGrid`, whose array axes are aligned with x, y and z; storing a volume in
-another orientation is a later, lossless permutation/flip (:mod:`.phantom_acquisition`).
+another orientation is a later, lossless permutation/flip (:mod:`.acquisition`).
 
 Shapes are painted in order into a :class:`StructureCanvas` (later shapes overwrite earlier ones), which is how
 organs get their neighbours' boundaries without explicit collision handling. A smooth random warp of the

@@ -1,7 +1,7 @@
 """Scan geometry of the phantom: field of view, voxel spacing, acquisition plane and stored array orientation.
 
 Each public dataset the phantom imitates has an :class:`AcquisitionProtocol`. A scan is first sampled on a
-grid aligned with the patient axes (:class:`~.phantom_shapes.PatientGrid`, ITK "LPS"), then stored in the
+grid aligned with the patient axes (:class:`~.shapes.PatientGrid`, ITK "LPS"), then stored in the
 dataset's typical array orientation by a lossless permutation/flip (``sitk.DICOMOrient``), so the direction
 matrix of every file is exact and the anatomy keeps its physical place: reorienting any file back to LPS gives
 the patient-aligned array again.
@@ -31,9 +31,9 @@ from typing import Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_glua.conversion.phantom_imaging import ImagingSettings
-from nnunet_glua.conversion.phantom_shapes import EllipticCylinder, PatientGrid
-from nnunet_glua.conversion.phantom_tissues import Tissue
+from nnunet_glua.phantom.imaging import ImagingSettings
+from nnunet_glua.phantom.shapes import EllipticCylinder, PatientGrid
+from nnunet_glua.phantom.tissues import Tissue
 
 #: Smallest accepted ``size``: below this the myocardium and adrenals vanish between voxels.
 MIN_SIZE = 16

@@ -17,22 +17,22 @@ Layouts::
         OUT/CHAOS/Train_Sets/MR/<patient>/T2SPIR/Ground/IMG-<series>-<instance>.png       (same stem)
         OUT/BTCV/RawData/Training/img/img0001.nii.gz   OUT/BTCV/RawData/Training/label/label0001.nii.gz ...
         CHAOS PNG 63 liver, 126 right kidney, 189 left kidney, 252 spleen (8-bit, pixel (row, col) = DICOM
-        pixel_array[row, col]); BTCV 1-13 (see :mod:`.phantom_abdomen`); DICOM uint16, BTCV CT int16 HU
+        pixel_array[row, col]); BTCV 1-13 (see :mod:`.abdomen`); DICOM uint16, BTCV CT int16 HU
 
     plus OUT/phantom_manifest.json: generator settings and, per scan, geometry, orientation, slice order.
 
 What makes it realistic (and hard for a model trained on one modality):
 
 - anatomy: organs in their anatomical places and relations, varying per subject in size, position, rotation
-  and shape (:mod:`.phantom_cardiac`, :mod:`.phantom_abdomen`); CT and MR subjects are different people, as
+  and shape (:mod:`.cardiac`, :mod:`.abdomen`); CT and MR subjects are different people, as
   in the unpaired public datasets;
 - intensities: per-tissue signal from each protocol's physics, with contrast inversions between CT and MR
   (fat, bone, flowing blood, fluid, liver/spleen); the tissue table is documented in
-  :mod:`.phantom_tissues`;
-- image formation (:mod:`.phantom_imaging`): partial-volume blur, within-tissue texture, CT Gaussian noise
+  :mod:`.tissues`;
+- image formation (:mod:`.imaging`): partial-volume blur, within-tissue texture, CT Gaussian noise
   and reconstruction circle, MR bias field, receiver gain and Rician noise, air around the body, a patient
   table in CT;
-- geometry (:mod:`.phantom_acquisition`): spacing, field of view and slice count vary per scan and per
+- geometry (:mod:`.acquisition`): spacing, field of view and slice count vary per scan and per
   modality; files are stored with axis permutations/flips and matching direction matrices (CT LPS/LPI,
   cardiac MR axial RAS or sagittal/coronal, BTCV RAS/RAI, CHAOS DICOM slices whose file names follow
   acquisition order, not position: head-to-foot, foot-to-head, interleaved or shuffled per patient).
@@ -44,22 +44,21 @@ moved into place at the end, so an interrupted run leaves nothing behind.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 import nnunet_glua
-from nnunet_glua.conversion.phantom_abdomen import BTCV_LABELS, CHAOS_LABELS, random_abdominal_subject
-from nnunet_glua.conversion.phantom_acquisition import MIN_SIZE, PROTOCOLS, Acquisition, plan_acquisition
-from nnunet_glua.conversion.phantom_anatomy import SubjectAnatomy
-from nnunet_glua.conversion.phantom_cardiac import MMWHS_LABELS, random_cardiac_subject
-from nnunet_glua.conversion.phantom_imaging import quantise, render_intensities
-from nnunet_glua.conversion.phantom_writers import SLICE_ORDERS, slice_order, write_chaos_series, write_nifti
+from nnunet_glua.phantom.abdomen import BTCV_LABELS, CHAOS_LABELS, random_abdominal_subject
+from nnunet_glua.phantom.acquisition import MIN_SIZE, PROTOCOLS, Acquisition, plan_acquisition
+from nnunet_glua.phantom.anatomy import SubjectAnatomy
+from nnunet_glua.phantom.cardiac import MMWHS_LABELS, random_cardiac_subject
+from nnunet_glua.phantom.imaging import quantise, render_intensities
+from nnunet_glua.phantom.writers import SLICE_ORDERS, slice_order, write_chaos_series, write_nifti
 from nnunet_glua.json_io import write_json
 from nnunet_glua.io_utils import staged_directory
 
@@ -101,7 +100,7 @@ _STREAM_KEYS = {"mmwhs_ct": 1, "mmwhs_mr": 2, "chaos_t2spir": 3, "btcv_ct": 4}
 
 @dataclass(frozen=True)
 class PhantomCase:
-    """One scan to generate: ``protocol`` (a key of :data:`~.phantom_acquisition.PROTOCOLS`) and public id."""
+    """One scan to generate: ``protocol`` (a key of :data:`~.acquisition.PROTOCOLS`) and public id."""
 
     protocol: str
     case_id: int
@@ -112,7 +111,7 @@ class RenderedScan:
     """A simulated scan on its patient-aligned (LPS) grid, before it is stored in its file orientation.
 
     ``image``: ``(nz, ny, nx)`` stored dtype (CT int16 HU, MR int16/uint16 scanner units); ``labels``: same shape,
-    the dataset's raw label values; ``tissues``: same shape, :class:`~.phantom_tissues.Tissue` values (uint8).
+    the dataset's raw label values; ``tissues``: same shape, :class:`~.tissues.Tissue` values (uint8).
     """
 
     case: PhantomCase
@@ -224,57 +223,10 @@ def make_phantom(kind: Kind, out_dir: "str | os.PathLike", num_cases: "int | Non
             records.append(_write_scan(scan, staging, int(seed), int(size), chaos_index))
             chaos_index += case.protocol == "chaos_t2spir"
         write_json({
-            "generator": f"nnunet_glua.conversion.phantom {nnunet_glua.__version__}",
+            "generator": f"nnunet_glua.phantom {nnunet_glua.__version__}",
             "kind": kind, "seed": int(seed), "size": int(size), "num_cases": num_cases,
             "label_values": ({"mmwhs": MMWHS_LABELS} if kind == "cardiac"
                              else {"btcv": BTCV_LABELS, "chaos": CHAOS_LABELS}),
             "scans": records,
         }, staging / MANIFEST_NAME)
     return out_dir
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="glua_make_phantom",
-        description=(
-            "Write a synthetic cardiac (MMWHS layout: ct_train/, mr_train/) or abdominal (CHAOS T2-SPIR DICOM +\n"
-            "PNG masks and BTCV NIfTI) data set with a realistic CT/MR domain gap, ready for glua_convert_mmwhs\n"
-            "or glua_convert_abdomen. The same seed gives identical files."
-        ),
-        epilog=(
-            "Examples:\n"
-            "  glua_make_phantom --kind cardiac --out /data/phantom_mmwhs\n"
-            "  glua_make_phantom --kind abdominal --out /data/phantom_abdomen --num-cases 8 --size 64\n"
-            "  glua_convert_abdomen --chaos /data/phantom_abdomen/CHAOS --btcv /data/phantom_abdomen/BTCV ..."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--kind", required=True, choices=KINDS,
-                        help="cardiac (MMWHS CT+MR) or abdominal (CHAOS MR + BTCV CT)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --overwrite)")
-    parser.add_argument("--num-cases", type=int, default=None,
-                        help="scans per dataset, the first public ids (default: all; 20 MMWHS CT + 20 MR, "
-                             "20 CHAOS, 30 BTCV)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed, non-negative (default: 0)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                        help=f"in-plane matrix of the axial CT scans in voxels, at least {MIN_SIZE} "
-                             f"(default: {DEFAULT_SIZE}); slices and MR matrices follow from it")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT if it exists (after the new data is complete)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: "Sequence[str] | None" = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        out = make_phantom(args.kind, args.out, num_cases=args.num_cases, seed=args.seed, size=args.size,
-                           overwrite=args.overwrite, progress=not args.quiet)
-    except (FileExistsError, ValueError) as error:
-        parser.exit(2, f"glua_make_phantom: error: {error}\n")
-    print(f"{args.kind} phantom written to {out}")
-
-
-if __name__ == "__main__":
-    main()

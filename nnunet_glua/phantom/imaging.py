@@ -1,8 +1,8 @@
 """Image formation of the phantom: tissue map -> scanner intensities with each modality's artefacts.
 
-Pipeline for one scan (all arrays ``(nz, ny, nx)`` on the scan's :class:`~.phantom_shapes.PatientGrid`):
+Pipeline for one scan (all arrays ``(nz, ny, nx)`` on the scan's :class:`~.shapes.PatientGrid`):
 
-1. per-scan tissue means drawn from the protocol's table (:mod:`.phantom_tissues`), plus a smooth
+1. per-scan tissue means drawn from the protocol's table (:mod:`.tissues`), plus a smooth
    within-tissue texture (Gaussian-filtered noise, correlation length about two voxels);
 2. partial-volume blur: a Gaussian point-spread function of ``PSF_SIGMA_VOXELS`` along every array axis, so
    boundary voxels mix their neighbours' signals (thicker slices mix more millimetres along z, as real
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from nnunet_glua.conversion.phantom_shapes import PatientGrid
-from nnunet_glua.conversion.phantom_tissues import Tissue, draw_tissue_means, texture_scales
+from nnunet_glua.phantom.shapes import PatientGrid
+from nnunet_glua.phantom.tissues import Tissue, draw_tissue_means, texture_scales
 
 #: Standard deviation of the Gaussian point-spread function, in voxels along each array axis.
 PSF_SIGMA_VOXELS = 0.6

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnunet_glua.conversion.phantom_anatomy import TORSO_STRUCTURES, PaintOp, Structure, SubjectAnatomy, build_torso
-from nnunet_glua.conversion.phantom_shapes import (
+from nnunet_glua.phantom.anatomy import TORSO_STRUCTURES, PaintOp, Structure, SubjectAnatomy, build_torso
+from nnunet_glua.phantom.shapes import (
     Ellipsoid,
     HalfSpace,
     Intersection,
@@ -36,7 +36,7 @@ from nnunet_glua.conversion.phantom_shapes import (
     random_rotation,
     rotation_xyz,
 )
-from nnunet_glua.conversion.phantom_tissues import Tissue
+from nnunet_glua.phantom.tissues import Tissue
 
 #: BTCV raw label values.
 BTCV_LABELS: dict[str, int] = {

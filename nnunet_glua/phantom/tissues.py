@@ -4,7 +4,7 @@ The phantom paints anatomy as *tissues*; each protocol turns a tissue into a sig
 each modality's physics, which is what creates the cross-modality gap the domain adaptation has to close:
 CT measures x-ray attenuation in Hounsfield units (fixed scale: air -1000, water 0), with iodinated contrast
 brightening blood and perfused organs; MR values are arbitrary scanner units set by relaxation times and the
-sequence, here before a per-scan gain (see :mod:`.phantom_imaging`).
+sequence, here before a per-scan gain (see :mod:`.imaging`).
 
 Protocols (one per public dataset the phantom imitates):
 
