@@ -12,6 +12,9 @@ _Result = TypeVar("_Result")
 
 #: nnU-Net's environment variable for the size of its worker pools
 NUM_PROCESSES_ENV = "nnUNet_def_n_proc"
+#: default bound on worker processes that each hold a full-size volume (a CT volume takes about 1.5 GB in a worker);
+#: ``$nnUNet_def_n_proc`` overrides it
+VOLUME_PROCESS_CAP = 4
 
 
 def default_num_processes(cap: int) -> int:

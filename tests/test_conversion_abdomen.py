@@ -184,6 +184,24 @@ def test_missing_btcv_label_and_unknown_test_id_are_errors(small) -> None:
     assert list(raw.iterdir()) == []
 
 
+def test_non_finite_btcv_voxels_are_reported_by_the_command(small, capsys) -> None:
+    # ITK reads NaN voxels of a NIfTI file as 0: the converter must see them in the file itself
+    phantom, raw = small
+    image = phantom / "BTCV" / "RawData" / "Training" / "img" / "img0001.nii.gz"
+    stored = sitk.ReadImage(str(image))
+    array = sitk.GetArrayFromImage(stored).astype(np.float32)
+    array[0, 0, :3], array[1, 1, 1], array[2, 2, 2] = np.nan, np.inf, -np.inf
+    floats = sitk.GetImageFromArray(array)
+    floats.CopyInformation(stored)
+    sitk.WriteImage(floats, str(image))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--chaos", str(phantom / "CHAOS"), "--btcv", str(phantom / "BTCV"), "--direction", "MR2CT",
+              "-d", "834", "-np", "2", "--ct-test-ids", "2", "--mr-test-ids", "2"])
+    assert exit_info.value.code == 1
+    assert f"{image}: image holds 5 NaN or infinite voxels" in capsys.readouterr().err
+    assert list(raw.iterdir()) == []
+
+
 def test_missing_btcv_folder_is_an_error(small, tmp_path: Path) -> None:
     phantom, _ = small
     with pytest.raises(ConversionError, match="no BTCV training data found"):

@@ -322,6 +322,14 @@ def _with_value(value: float):
     return change
 
 
+def _non_finite(image: sitk.Image) -> sitk.Image:
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[0, 0, :2], array[-1, -1, -1] = np.nan, np.inf
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
 def _empty(folder: Path) -> None:
     for path in folder.iterdir():
         path.unlink()
@@ -347,6 +355,11 @@ BAD_INPUTS = {
                             "mr_train/mr_train_1002_label.nii.gz", "unknown label values [300]", 2),
     "non-integer label value": (lambda s: _rewrite(scan_paths(s, "CT", 1002)[1], _with_value(204.5)),
                                 "ct_train/ct_train_1002_label.nii.gz", "non-integer", 1),
+    # ITK reads NaN voxels of a NIfTI file as 0; the converter must count them in the file itself
+    "NaN and infinite image voxels": (lambda s: _rewrite(scan_paths(s, "MR", 1001)[0], _non_finite),
+                                      "mr_train/mr_train_1001_image.nii.gz", "holds 3 NaN or infinite voxels", 2),
+    "NaN label voxels": (lambda s: _rewrite(scan_paths(s, "CT", 1002)[1], _non_finite),
+                         "ct_train/ct_train_1002_label.nii.gz", "label holds 3 NaN or infinite voxels", 1),
     "2D image": (lambda s: _two_d(scan_paths(s, "MR", 1001)[0]), "mr_train/mr_train_1001_image.nii.gz", "3D", 1),
     "missing label": (lambda s: scan_paths(s, "MR", 1002)[1].unlink(), "mr_train/mr_train_1002_image.nii.gz",
                       "mr_train_1002_label.nii.gz is missing", 1),

@@ -18,8 +18,8 @@ from nnunet_glua.conversion.btcv import btcv_training_folder, find_btcv_scans
 from nnunet_glua.conversion.chaos import DICOM_FOLDER, MASK_FOLDER, list_chaos_patients, load_chaos_t2spir
 from nnunet_glua.conversion.intensity import IntensitySettings
 from nnunet_glua.conversion.labels import ABDOMEN_LABELS, CHAOS_ABDOMEN
+from nnunet_glua.conversion.sources import CaseSource
 from nnunet_glua.conversion.uda_dataset import (
-    CaseSource,
     UdaConversion,
     add_common_arguments,
     conversion_options,

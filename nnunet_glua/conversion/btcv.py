@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.labels import BTCV_ABDOMEN
-from nnunet_glua.conversion.uda_dataset import CaseSource, load_nifti_pair
+from nnunet_glua.conversion.sources import CaseSource, load_nifti_pair
 
 _IMAGE_PATTERN = re.compile(r"^img(\d+)\.nii(\.gz)?$")
 _LABEL_PATTERN = re.compile(r"^label(\d+)\.nii(\.gz)?$")

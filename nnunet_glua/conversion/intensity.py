@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.orientation import CANONICAL_AXIAL_ARRAY_AXIS
+from nnunet_glua.volume_io import require_finite
 
 MODALITIES = ("CT", "MR")
 
@@ -189,11 +190,11 @@ def harmonise_intensities(
 
     Returns a float32 image on the same voxel grid whose body voxels lie in ``[output_min, output_max]`` and whose
     other voxels are exactly 0, and the record of what was done. Raises :class:`ConversionError` naming ``path``
-    when no body is found or the body has a single intensity (nothing to normalise).
+    when a voxel is NaN or infinite, no body is found or the body has a single intensity (nothing to normalise).
     """
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(array)):
-        raise ConversionError(path, "image contains NaN or infinite intensities; fix or re-export the volume")
+    # a NaN would turn the percentiles and so the whole volume into NaN
+    require_finite(array, path, "image", ConversionError)
     mask, method, threshold, warnings = body_mask(array, modality, settings, axial_axis)
     body_fraction = float(mask.mean())
     if body_fraction == 0.0:

@@ -21,12 +21,11 @@ from typing import Sequence
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import IntensitySettings
 from nnunet_glua.conversion.labels import MMWHS_LABEL_SETS
+from nnunet_glua.conversion.sources import CaseSource, load_nifti_pair
 from nnunet_glua.conversion.uda_dataset import (
-    CaseSource,
     UdaConversion,
     add_common_arguments,
     conversion_options,
-    load_nifti_pair,
     parse_direction,
     run_converter,
     split_cases,

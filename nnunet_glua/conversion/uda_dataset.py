@@ -1,6 +1,6 @@
 """Writer of the UDA dataset layout shared by every benchmark converter.
 
-Given the scans of two modalities (each a :class:`CaseSource`), a direction (``"MR2CT"``: MR is the labelled
+Given the scans of two modalities (each a :class:`~.sources.CaseSource`), a direction (``"MR2CT"``: MR is the labelled
 source, CT the unlabelled target) and the target/source test ids, :func:`write_uda_datasets` builds, under
 ``$nnUNet_raw``::
 
@@ -25,26 +25,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gzip
 import os
 import re
-import struct
 import sys
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
 import nnunet_glua
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import IntensitySettings, harmonise_intensities
-from nnunet_glua.conversion.labels import LabelMap, apply_label_map
+from nnunet_glua.conversion.labels import apply_label_map
 from nnunet_glua.conversion.orientation import CANONICAL_ORIENTATION, require_same_geometry, to_canonical
+from nnunet_glua.conversion.sources import CaseSource
 from nnunet_glua.json_io import write_json
 from nnunet_glua.io_utils import staged_directory, write_image
 from nnunet_glua.nnunet_io import (
@@ -55,7 +52,7 @@ from nnunet_glua.nnunet_io import (
     dataset_id_from_name,
     nnunet_folder,
 )
-from nnunet_glua.parallel import default_num_processes, run_jobs
+from nnunet_glua.parallel import VOLUME_PROCESS_CAP, default_num_processes, run_jobs
 
 FORMAT_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -70,32 +67,7 @@ ROLE_ADAPTATION, ROLE_TARGET_SUPERVISED = "adaptation", "target_supervised"
 UPPER_BOUND_SUFFIX = "_TargetSupervised"
 
 DIRECTIONS: dict[str, tuple[str, str]] = {"MR2CT": ("MR", "CT"), "CT2MR": ("CT", "MR")}
-#: default bound on worker processes that each hold a full-size volume (a CT volume takes about 1.5 GB in a worker);
-#: ``$nnUNet_def_n_proc`` overrides it
-VOLUME_PROCESS_CAP = 4
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-
-
-# --- inputs -------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CaseSource:
-    """One scan of a public dataset and how to read it.
-
-    ``case_id`` is the output case name (``"mr_1001"``), ``number`` the public id (1001), ``files`` the input
-    paths shown in errors and in the report (keys ``"image"`` and ``"label"``, folders for DICOM data, plus any
-    key the loader needs, e.g. ``"series"``).
-    ``loader(source, with_label)`` returns ``(image, raw_label_or_None)`` as SimpleITK images on the same grid and
-    raises :class:`ConversionError` naming the file at fault; it must be a module-level function (it is pickled
-    to worker processes). ``label_map`` maps the raw label values of this scan's dataset to task labels.
-    """
-
-    case_id: str
-    modality: str
-    number: int
-    files: Mapping[str, str]
-    loader: Callable[["CaseSource", bool], tuple[sitk.Image, "sitk.Image | None"]]
-    label_map: LabelMap
 
 
 def parse_direction(direction: str) -> tuple[str, str]:
@@ -104,85 +76,6 @@ def parse_direction(direction: str) -> tuple[str, str]:
     if key not in DIRECTIONS:
         raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
     return DIRECTIONS[key]
-
-
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """Header + voxel bytes a NIfTI-1/-2 file must hold, from its header; ``None`` if it is not NIfTI."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    if not 1 <= dims[0] <= 7:
-        return None
-    return offset + int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]])) * bitpix // 8
-
-
-def check_nifti_complete(path: Path, what: str = "image") -> None:
-    """Raise :class:`ConversionError` if a ``.nii``/``.nii.gz`` file is truncated or its gzip stream is corrupt.
-
-    ITK reads a truncated ``.nii.gz`` without complaint (the missing voxels come back as zeros), so the gzip
-    stream is decompressed once here and its length compared with what the header promises.
-    """
-    name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        return
-    try:
-        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as stream:
-            header = stream.read(540)
-            total = len(header)
-            while chunk := stream.read(1 << 22):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error) as err:
-        raise ConversionError(
-            path, f"{what} file is truncated or corrupt ({err}); re-download or re-export it"
-        ) from None
-    expected = _nifti_expected_bytes(header)
-    if expected is not None and total < expected:
-        raise ConversionError(
-            path, f"{what} file is truncated: its header announces {expected} bytes of header and voxels, the file "
-            f"holds {total}; re-download or re-export it"
-        )
-
-
-def read_volume(path: "str | os.PathLike", what: str = "image") -> sitk.Image:
-    """Read one 3D scalar volume; :class:`ConversionError` naming ``path`` if missing, unreadable or not 3D."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(path, f"{what} file does not exist")
-    check_nifti_complete(path, what)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[-300:]
-        raise ConversionError(
-            path, f"cannot read {what} file (truncated or corrupt? re-download or re-export it): {detail}"
-        ) from None
-    if image.GetDimension() != 3:
-        raise ConversionError(
-            path, f"{what} is {image.GetDimension()}D with size {image.GetSize()}; a 3D volume is required"
-        )
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ConversionError(
-            path, f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar volume "
-            "is required"
-        )
-    return image
-
-
-def load_nifti_pair(source: CaseSource, with_label: bool) -> tuple[sitk.Image, "sitk.Image | None"]:
-    """Loader for scans stored as one image file and one label file (MMWHS, BTCV)."""
-    image = read_volume(source.files["image"], "image")
-    label = read_volume(source.files["label"], "label") if with_label else None
-    return image, label
 
 
 # --- the split ----------------------------------------------------------------------------------------------------

@@ -58,7 +58,6 @@ from tqdm import tqdm
 
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.conversion.intensity import MODALITIES
-from nnunet_glua.conversion.uda_dataset import VOLUME_PROCESS_CAP
 from nnunet_glua.data.uda_dataset_info import UDADatasetError
 from nnunet_glua.inference.errors import PredictionError
 from nnunet_glua.inference.nnunet_step import (
@@ -104,7 +103,7 @@ from nnunet_glua.inference.trained_model import (
     find_trained_model,
     trained_folds,
 )
-from nnunet_glua.parallel import default_num_processes, run_jobs
+from nnunet_glua.parallel import VOLUME_PROCESS_CAP, default_num_processes, run_jobs
 
 # the names callers import from here, wherever they live now
 __all__ = [

@@ -19,14 +19,13 @@ from typing import Any
 import SimpleITK as sitk
 
 import nnunet_glua
-from nnunet_glua.conversion.errors import ConversionError
-from nnunet_glua.conversion.uda_dataset import check_nifti_complete
 from nnunet_glua.errors import PathError
 from nnunet_glua.inference.output_layout import OUTPUT_SUFFIX, PREDICTIONS_JSON
 from nnunet_glua.inference.scan_inputs import ScanInput
 from nnunet_glua.inference.trained_model import ConversionSettings, TrainedModel
 from nnunet_glua.json_io import write_json
 from nnunet_glua.json_io import read_json
+from nnunet_glua.volume_io import check_nifti_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,11 +80,11 @@ def _read_json(path: Path) -> dict | None:
 def _prediction_complete(path: Path) -> bool:
     # a prediction cut off by the crash that interrupted the run must be predicted again
     try:
-        check_nifti_complete(path, "prediction")
+        check_nifti_file(path, "prediction")
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-    except (ConversionError, RuntimeError):
+    except (PathError, RuntimeError):
         return False
     return True
 

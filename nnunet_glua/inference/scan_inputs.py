@@ -18,8 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_glua.conversion.errors import ConversionError
-from nnunet_glua.conversion.uda_dataset import read_volume
 from nnunet_glua.inference.output_layout import OUTPUT_SUFFIX, WORK_FOLDER_NAME
+from nnunet_glua.volume_io import read_volume
 
 __all__ = ["VOLUME_SUFFIXES", "ScanInput", "check_scan_header", "discover_inputs", "read_scan"]
 
@@ -220,7 +220,7 @@ def check_scan_header(scan: ScanInput) -> None:
 def read_scan(scan: ScanInput) -> sitk.Image:
     """Read ``scan`` as a 3D scalar image; :class:`ConversionError` naming the file or folder if it cannot."""
     if not scan.is_dicom:
-        image = read_volume(scan.path, "scan")
+        image = read_volume(scan.path, "scan", ConversionError)
     else:
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in scan.dicom_files])

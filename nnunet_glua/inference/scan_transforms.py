@@ -32,9 +32,9 @@ from nnunet_glua.conversion.orientation import (
     restore_orientation,
     to_canonical,
 )
-from nnunet_glua.conversion.uda_dataset import check_nifti_complete
 from nnunet_glua.inference.scan_inputs import ScanInput, read_scan
 from nnunet_glua.io_utils import write_image
+from nnunet_glua.volume_io import read_volume
 
 __all__ = ["PrepareJob", "Prepared", "RestoreJob", "label_names", "prepare", "restore"]
 
@@ -99,8 +99,7 @@ def _grid_problems(image: sitk.Image, geometry: Geometry) -> list[str]:
 
 def restore(job: RestoreJob) -> tuple[str, dict[str, int]]:
     """Map one canonical prediction back onto its scan's grid and write it; returns (case id, voxels per label)."""
-    check_nifti_complete(job.prediction_path, "prediction")
-    prediction = sitk.ReadImage(str(job.prediction_path))
+    prediction = read_volume(job.prediction_path, "prediction", ConversionError)
     restored = restore_orientation(prediction, job.original.orientation)
     problems = _grid_problems(restored, job.original)
     if problems:
