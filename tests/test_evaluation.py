@@ -272,9 +272,8 @@ def test_unknown_label_value_is_an_error(folders):
     assert (again.path, again.problem) == (info.value.path, info.value.problem)
 
 
-def test_cli_writes_json_csv_markdown(folders, tmp_path, monkeypatch, capsys):
-    pred_dir, ref_dir = folders
-    raw = tmp_path / "raw"
+def raw_dataset(ref_dir: Path, raw: Path, monkeypatch) -> Path:
+    """A raw dataset Dataset961_EvalToy under ``raw`` (set as nnUNet_raw) whose labelsTs is ``ref_dir`` (moved)."""
     dataset = raw / "Dataset961_EvalToy"
     (dataset / "imagesTs").mkdir(parents=True)
     ref_dir.rename(dataset / "labelsTs")
@@ -283,6 +282,12 @@ def test_cli_writes_json_csv_markdown(folders, tmp_path, monkeypatch, capsys):
         "glua": {"target_test_labels_folder": "labelsTs", "target_modality": "CT", "direction": "MR2CT"},
     }))
     monkeypatch.setenv("nnUNet_raw", str(raw))
+    return dataset
+
+
+def test_cli_writes_json_csv_markdown(folders, tmp_path, monkeypatch, capsys):
+    pred_dir, ref_dir = folders
+    dataset = raw_dataset(ref_dir, tmp_path / "raw", monkeypatch)
     out = tmp_path / "report"
     assert ev.main(["-d", "961", "-pred", str(pred_dir), "-o", str(out), "-np", "1", "--name", "GLUA"]) == 0
     printed = capsys.readouterr().out
@@ -307,6 +312,39 @@ def test_cli_writes_json_csv_markdown(folders, tmp_path, monkeypatch, capsys):
     # bad input: non-zero exit status and an error that names the problem
     assert ev.main(["-d", "962", "-pred", str(pred_dir)]) == 1
     assert "Dataset962_*" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["prediction", "reference"])
+def test_truncated_file_is_refused_naming_it(folders, tmp_path, monkeypatch, capsys, role):
+    # ITK would read the first half and fill the rest with zeros: exit 0 and a wrong Dice
+    pred_dir, ref_dir = folders
+    dataset = raw_dataset(ref_dir, tmp_path / "raw", monkeypatch)
+    damaged = (pred_dir if role == "prediction" else dataset / "labelsTs") / "ct_1008.nii.gz"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ev.EvaluationError) as info:
+        ev.evaluate_dataset(961, pred_dir, num_processes=1)
+    assert info.value.path == str(damaged)
+    assert f"{role} file is truncated" in info.value.problem
+    out = tmp_path / "report"
+    assert ev.main(["-d", "961", "-pred", str(pred_dir), "-o", str(out), "-np", "2"]) == 1
+    assert f"{damaged}: {role} file is truncated" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_non_finite_prediction_voxels_are_refused(folders):
+    # ITK reads NaN voxels of a NIfTI file as 0, which would count as background
+    pred_dir, ref_dir = folders
+    path = pred_dir / "ct_1003.nii.gz"
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[0, 0, :2] = np.nan
+    floats = sitk.GetImageFromArray(array)
+    floats.CopyInformation(image)
+    sitk.WriteImage(floats, str(path), True)
+    with pytest.raises(ev.EvaluationError) as info:
+        ev.evaluate_folder(pred_dir, ref_dir, LABELS, num_processes=1)
+    assert info.value.path == str(path) and "2 NaN or infinite voxels" in info.value.problem
 
 
 # ------------------------------------------------------------------------------------------------- report

@@ -35,13 +35,14 @@ import SimpleITK as sitk
 import nnunet_glua
 from nnunet_glua.errors import PathError
 from nnunet_glua.evaluation.metrics import ClassMetrics, Summary, compute_case_metrics, summarize
-from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
+from nnunet_glua.evaluation.label_maps import as_integer_labels
 from nnunet_glua.evaluation.report import evaluation_markdown
 from nnunet_glua.json_io import write_json
 from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.json_io import read_json
 from nnunet_glua.nnunet_io import RAW, dataset_folders_with_id, label_files
 from nnunet_glua.parallel import default_num_processes, run_jobs
+from nnunet_glua.volume_io import read_volume
 
 __all__ = [
     "EvaluationError",
@@ -187,7 +188,9 @@ def _foreground_labels(labels: Mapping[str, Any], source: "str | os.PathLike | N
 
 # ------------------------------------------------------------------------------------------------ one case
 def _read_label_image(path: Path, role: str) -> tuple[sitk.Image, np.ndarray]:
-    image = read_scalar_image(path, role, EvaluationError)
+    """The label volume at ``path`` and its integer array; :class:`EvaluationError` naming the file if it is
+    missing, truncated, unreadable, not a 3D scalar volume or not a label map."""
+    image = read_volume(path, role, EvaluationError)
     return image, as_integer_labels(sitk.GetArrayFromImage(image), path, role, EvaluationError)
 
 

@@ -40,11 +40,12 @@ from tqdm import tqdm
 
 from nnunet_glua.conversion.orientation import geometry_mismatches
 from nnunet_glua.errors import PathError
-from nnunet_glua.evaluation.label_maps import as_integer_labels, read_scalar_image
+from nnunet_glua.evaluation.label_maps import as_integer_labels
 from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.json_io import read_json
 from nnunet_glua.nnunet_io import label_files
 from nnunet_glua.style.preview import display_window, to_uint8
+from nnunet_glua.volume_io import read_volume
 
 __all__ = [
     "DISPLAY_ORIENTATION",
@@ -165,10 +166,7 @@ def _read_volume(path: Path, role: str) -> sitk.Image:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the {role} file does not exist; every case shown needs its image, its "
                                 f"ground truth and a prediction in every prediction folder")
-    image = read_scalar_image(path, role, FigureError)
-    if image.GetDimension() != 3:
-        raise FigureError(path, f"the {role} is {image.GetDimension()}D; the figure shows axial slices of 3D volumes")
-    return image
+    return read_volume(path, role, FigureError)
 
 
 def _label_array(image: sitk.Image, path: Path, role: str) -> np.ndarray:
