@@ -381,6 +381,16 @@ def test_bad_input_raises_an_error_naming_the_file_and_writes_nothing(name: str,
     assert list(raw.iterdir()) == []  # neither dataset, nor a staging folder
 
 
+def test_staging_folder_of_a_killed_conversion_is_removed_by_the_next_one(small_src: Path, raw: Path,
+                                                                          capsys) -> None:
+    stale = raw / ".partial-0badc0de-Dataset821_MMWHS_MR2CT"
+    (stale / "imagesTr").mkdir(parents=True)
+    (stale / "imagesTr" / "mr_1001_0000.nii.gz").write_bytes(b"half a volume")
+    folder = _convert_small(small_src)
+    assert sorted(p.name for p in raw.iterdir()) == [folder.name]
+    assert f"removed {stale}" in capsys.readouterr().err
+
+
 def test_requested_test_id_that_is_not_present_is_an_error(small_src: Path, raw: Path) -> None:
     with pytest.raises(ConversionError) as err:
         _convert_small(small_src, ct_test_ids=[1002, 1019])
