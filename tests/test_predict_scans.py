@@ -456,15 +456,6 @@ def test_a_bad_process_count_variable_is_reported_by_name_and_the_options_overri
     assert predictor.calls == [["ras_case"]]
 
 
-def test_public_names_stay_importable_from_predict_scans():
-    # callers import everything from the command's module, wherever the implementation lives
-    assert [name for name in ps.__all__ if not hasattr(ps, name)] == []
-    assert {"ScanInput", "TrainedModel", "NnUNetPrediction", "discover_inputs", "predict_scans", "main"} <= set(
-        ps.__all__)
-    assert ps.discover_inputs is discover_inputs and ps.PredictionError is PredictionError
-    assert ps.find_trained_model is find_trained_model and ps.WORK_FOLDER_NAME == WORK_FOLDER_NAME
-
-
 # --- a real (untrained, tiny) nnU-Net model ------------------------------------------------------------------------
 
 REAL_DATASET = "Dataset987_PredictScansReal"

@@ -36,7 +36,7 @@ Command line::
     glua_predict_scans -d 701 -i /data/new_ct/ -o /data/new_ct_seg                 # all trained folds
     glua_predict_scans -d 701 -i scan1.nii.gz dicom_folder/ -o out -f 0 1 2 3 4 -device cpu
 
-This module runs the steps; each lives in a module of its own, and their public names are importable from here:
+This module runs the steps; each lives in a module of its own:
 :mod:`~nnunet_glua.inference.scan_inputs` (finding, checking and reading scans),
 :mod:`~nnunet_glua.inference.trained_model` (the model folder and its conversion settings),
 :mod:`~nnunet_glua.inference.scan_transforms` (steps 2 and 4), :mod:`~nnunet_glua.inference.nnunet_step` (step 3),
@@ -69,11 +69,9 @@ from nnunet_glua.inference.nnunet_step import (
 from nnunet_glua.inference.output_layout import (
     LOCK_NAME,
     OUTPUT_SUFFIX,
-    PREDICTIONS_JSON,
     WORK_FOLDER_NAME,
 )
 from nnunet_glua.inference.resumable_run import (
-    FORMAT_VERSION,
     case_fingerprint,
     model_fingerprint,
     reusable_predictions,
@@ -82,11 +80,9 @@ from nnunet_glua.inference.resumable_run import (
     write_state,
 )
 from nnunet_glua.inference.scan_inputs import (
-    VOLUME_SUFFIXES,
     ScanInput,
     check_scan_header,
     discover_inputs,
-    read_scan,
 )
 from nnunet_glua.inference.scan_transforms import (
     Prepared,
@@ -101,34 +97,10 @@ from nnunet_glua.inference.trained_model import (
     TrainedModel,
     conversion_settings,
     find_trained_model,
-    trained_folds,
 )
 from nnunet_glua.parallel import VOLUME_PROCESS_CAP, default_num_processes, run_jobs
 
-# the names callers import from here, wherever they live now
-__all__ = [
-    "DEVICES",
-    "FORMAT_VERSION",
-    "OUTPUT_SUFFIX",
-    "PREDICTIONS_JSON",
-    "VOLUME_SUFFIXES",
-    "WORK_FOLDER_NAME",
-    "ConversionSettings",
-    "NnUNetPrediction",
-    "PredictFn",
-    "PredictionError",
-    "ScanInput",
-    "TrainedModel",
-    "check_scan_header",
-    "conversion_settings",
-    "discover_inputs",
-    "find_trained_model",
-    "main",
-    "predict_scans",
-    "read_scan",
-    "resolve_device",
-    "trained_folds",
-]
+__all__ = ["main", "predict_scans"]
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
