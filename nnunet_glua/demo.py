@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n=== produced ===")
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
-    from nnunet_glua.evaluation.benchmark import LOWER_ROW
+    from nnunet_glua.experiments.rows import LOWER_ROW
     from nnunet_glua.evaluation.report import comparison_markdown
     print("\n" + comparison_markdown({name: path for name, path in summary["evaluations"].items()}, lower=LOWER_ROW,
                                       title=f"Target ({summary['dataset']}) test set, fold 0"))

@@ -1,5 +1,6 @@
-"""glua_benchmark: rows, seeds, medians, gap closed, resuming, dry-run command lines, upper-bound preparation
-and provenance, with a fake command runner standing in for nnU-Net (no training happens here).
+"""glua_benchmark (nnunet_glua.experiments): rows, seeds, medians, gap closed, resuming, dry-run command lines,
+upper-bound preparation, test-time mirroring and provenance, with a fake command runner standing in for nnU-Net (no
+training happens here).
 
 The fake predictions are the test labels with the top ``k`` z-slices of every 4x4x4 structure removed, so each
 row and seed has a known Dice: 2 (64 - 16 k) / (128 - 16 k).
@@ -17,8 +18,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_glua.evaluation import benchmark as bm
+import nnunet_glua
 from nnunet_glua.evaluation.metrics import ClassSummary, Statistic, Summary
+from nnunet_glua.experiments.benchmark import main, run_benchmark
+from nnunet_glua.experiments.commands import Command
+from nnunet_glua.experiments.datasets import read_dataset
+from nnunet_glua.experiments.errors import BenchmarkError
+from nnunet_glua.experiments.medians import median_summary
+from nnunet_glua.experiments.rows import ROWS, Row, _check_table, select_rows, trainer_name
+from nnunet_glua.experiments.settings import default_out
 from nnunet_glua.paths import EXT_TRAINER_ENV
 
 ADAPT_ID, UPPER_ID, NO_UPPER_ID = 941, 942, 943
@@ -91,7 +99,8 @@ def write_plans(dataset_name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     plans = {"dataset_name": dataset_name, "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
              "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres",
-                                               "patch_size": [16, 16, 16], "spacing": [1.5, 0.8, 0.8]}}}
+                                               "patch_size": [16, 16, 16], "spacing": [1.5, 0.8, 0.8],
+                                               "batch_size": 2}}}
     path.write_text(json.dumps(plans, indent=2))
     return path
 
@@ -113,16 +122,18 @@ def datasets():
 
 
 class FakeNnUNet:
-    """Stands in for nnU-Net's commands: writes what each would write, and records every call."""
+    """Stands in for nnU-Net's commands: writes what each would write, and records every call. ``schedule`` and
+    ``fine_tune_schedule`` are the trainer suffixes of the two stages it expects."""
 
-    def __init__(self):
-        self.calls: list[bm.Command] = []
+    def __init__(self, schedule: str = "_Short", fine_tune_schedule: str = "_Short"):
+        self.calls: list[Command] = []
+        self.schedule, self.fine_tune_schedule = schedule, fine_tune_schedule
 
     @staticmethod
-    def option(command: bm.Command, flag: str) -> str:
+    def option(command: Command, flag: str) -> str:
         return command.argv[command.argv.index(flag) + 1]
 
-    def __call__(self, command: bm.Command) -> None:
+    def __call__(self, command: Command) -> None:
         self.calls.append(command)
         pre = Path(os.environ["nnUNet_preprocessed"])
         name = command.program
@@ -147,7 +158,7 @@ class FakeNnUNet:
         else:
             raise AssertionError(f"unexpected command {command.shell()}")
 
-    def train(self, command: bm.Command) -> None:
+    def train(self, command: Command) -> None:
         dataset_id, configuration, fold = command.argv[1:4]
         trainer, plans = self.option(command, "-tr"), self.option(command, "-p")
         results = Path(command.env["nnUNet_results"])
@@ -157,7 +168,7 @@ class FakeNnUNet:
         if "-pretrained_weights" in command.argv:
             # a second-stage row: its start model must have been trained already, in the same seed
             start = Path(self.option(command, "-pretrained_weights"))
-            assert start.read_text() == f"SourceOnlyTrainer_Short seed {command.env['GLUA_SEED']}", start
+            assert start.read_text() == f"SourceOnlyTrainer{self.schedule} seed {command.env['GLUA_SEED']}", start
         (folder / "checkpoint_final.pth").write_text(f"{trainer} seed {command.env['GLUA_SEED']}")
         if trainer.startswith("GLUATrainer") and "FeatureOnly" not in trainer:
             translator = results / dataset / f"GLUATranslator__{plans}__{configuration}" / "checkpoint_final.pth"
@@ -165,12 +176,12 @@ class FakeNnUNet:
                 translator.parent.mkdir(parents=True, exist_ok=True)
                 translator.write_text(f"translator seed {command.env['GLUA_SEED']}")
 
-    def predict(self, command: bm.Command) -> None:
+    def predict(self, command: Command) -> None:
         trainer, dataset_id = self.option(command, "-tr"), self.option(command, "-d")
         seed = int(command.env["GLUA_SEED"])
         second_stage = "nnUNet_results_from_source-only" in command.env["nnUNet_results"]
-        key = {(f"{r.trainer}_Short", r.starts_from is not None): r.key
-               for r in bm.ROWS if not r.upper_bound}[(trainer, second_stage)]
+        key = {(r.trainer + (self.schedule if r.first_stage else self.fine_tune_schedule), not r.first_stage): r.key
+               for r in ROWS if not r.upper_bound}[(trainer, second_stage)]
         if dataset_id == str(UPPER_ID):
             key = "target-supervised"
         k = K[key][seed]
@@ -189,7 +200,7 @@ class FakeNnUNet:
             sitk.WriteImage(pred, str(out / f"{case}.nii.gz"))
 
 
-def refuse(command: bm.Command) -> None:
+def refuse(command: Command) -> None:
     raise AssertionError(f"nothing should run, but {command.shell()} was")
 
 
@@ -197,7 +208,7 @@ def refuse(command: bm.Command) -> None:
 def full_run(datasets, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "out"
     fake = FakeNnUNet()
-    report = bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=out,
+    report = run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=out,
                               num_processes=1, runner=fake)
     return report, fake, out
 
@@ -209,7 +220,7 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
     assert list(rows) == ["source-only", "source-only, continued", "GLUA", "target-supervised",
                           "GLUA: no local mask", "GLUA: style only", "GLUA: feature only", "GLUA: no structure shift",
                           "source-only + structure shift"]
-    labels = {r.key: r.label for r in bm.ROWS}
+    labels = {r.key: r.label for r in ROWS}
     for key, ks in K.items():
         row = rows[labels[key]]
         for seed, k in zip(SEEDS, ks):
@@ -236,12 +247,14 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
     assert f"{100 * expected_gap:.1f} %" in markdown
     for label in rows:
         assert f"| {label} |" in markdown
-    assert json.loads((out / "benchmark.json").read_text())["rows"]["GLUA"]["trainer"] == "GLUATrainer_Short"
+    stored = json.loads((out / "benchmark.json").read_text())
+    assert stored["rows"]["GLUA"]["trainer"] == "GLUATrainer_Short"
+    assert stored["settings"]["test_time_mirroring"] is True and "test-time mirroring on" in markdown
 
 
 def test_every_row_and_seed_has_its_evaluation_and_wall_time(full_run):
     report, _, out = full_run
-    for row in bm.ROWS:
+    for row in ROWS:
         for seed in SEEDS:
             folder = out / f"seed_{seed}" / row.key / "evaluation"
             assert {"evaluation.json", "evaluation.csv", "evaluation.md", "row.json"} <= {
@@ -268,9 +281,9 @@ def test_commands_use_the_row_trainers_seeded_results_roots_and_moved_plans(full
                                       "-np", "1")
     trains = [c for c in fake.calls if c.program == "nnUNetv2_train"]
     predicts = [c for c in fake.calls if c.program == "nnUNetv2_predict"]
-    assert len(trains) == len(predicts) == len(SEEDS) * len(bm.ROWS)
+    assert len(trains) == len(predicts) == len(SEEDS) * len(ROWS)
     expected = [(str(UPPER_ID) if r.upper_bound else str(ADAPT_ID), f"{r.trainer}_Short")
-                for _ in SEEDS for r in bm.ROWS]
+                for _ in SEEDS for r in ROWS]
     assert [(c.argv[1], FakeNnUNet.option(c, "-tr")) for c in trains] == expected
     for command in trains:
         seed = int(command.env["GLUA_SEED"])
@@ -292,6 +305,7 @@ def test_commands_use_the_row_trainers_seeded_results_roots_and_moved_plans(full
         # every row predicts the adaptation dataset's test images
         assert FakeNnUNet.option(command, "-i") == str(Path(os.environ["nnUNet_raw"]) / ADAPT / "imagesTs")
         assert FakeNnUNet.option(command, "-f") == "0"
+        assert "--disable_tta" not in command.argv  # the benchmark mirrors, nnU-Net's default
 
 
 def test_provenance_hashes_commit_and_machine(full_run):
@@ -308,7 +322,7 @@ def test_provenance_hashes_commit_and_machine(full_run):
     machine = report["machine"]
     assert machine["hostname"] and machine["cpu"] and machine["torch"] and machine["nnunetv2"] == "2.8.1"
     assert "gpu" in machine
-    package_root = Path(bm.nnunet_glua.__file__).resolve().parent.parent
+    package_root = Path(nnunet_glua.__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_root, capture_output=True, text=True)
         expected = head.stdout.strip() if head.returncode == 0 else "unknown"
@@ -325,18 +339,28 @@ def test_second_run_skips_finished_rows_and_reuses_trained_folds(full_run, tmp_p
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     evaluations = sorted(copy.glob("seed_*/*/evaluation/evaluation.json"))
-    assert len(evaluations) == len(SEEDS) * len(bm.ROWS)
+    assert len(evaluations) == len(SEEDS) * len(ROWS)
     stamps = [p.stat().st_mtime_ns for p in evaluations]
-    again = bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+    again = run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
                              runner=refuse)
     assert again["rows"]["GLUA"]["median"] == report["rows"]["GLUA"]["median"]
     assert [p.stat().st_mtime_ns for p in evaluations] == stamps  # finished rows are not evaluated again
+
+    # a row recorded before test-time mirroring was a setting was predicted with mirroring, so it is kept
+    record_file = copy / "seed_0" / "glua" / "evaluation" / "row.json"
+    record = json.loads(record_file.read_text())
+    del record["identity"]["test_time_mirroring"]
+    record_file.write_text(json.dumps(record))
+    run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1, runner=refuse)
+    with pytest.raises(BenchmarkError, match="other settings"):
+        run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+                      runner=refuse, test_time_mirroring=False)
 
     # a row whose evaluation is missing is predicted and evaluated again, but its trained fold is kept
     shutil.rmtree(copy / "seed_1" / "glua" / "evaluation")
     shutil.rmtree(copy / "seed_1" / "glua" / "predictions")
     fake = FakeNnUNet()
-    bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+    run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
                      runner=fake)
     assert [c.program for c in fake.calls] == ["nnUNetv2_predict"]
     assert fake.calls[0].env["GLUA_SEED"] == "1"
@@ -346,8 +370,8 @@ def test_second_run_skips_finished_rows_and_reuses_trained_folds(full_run, tmp_p
 
 def test_rerun_with_other_settings_into_the_same_folder_is_refused(full_run, tmp_path):
     _, _, out = full_run
-    with pytest.raises(bm.BenchmarkError, match="other settings"):
-        bm.run_benchmark(ADAPT_ID, schedule="", seeds=SEEDS, device="cpu", out=out, num_processes=1,
+    with pytest.raises(BenchmarkError, match="other settings"):
+        run_benchmark(ADAPT_ID, schedule="", seeds=SEEDS, device="cpu", out=out, num_processes=1,
                          runner=refuse)
 
 
@@ -362,9 +386,9 @@ def test_dry_run_prints_commands_and_writes_nothing(datasets, tmp_path, capsys):
     upper_pre = Path(os.environ["nnUNet_preprocessed"]) / UPPER
     if upper_pre.exists():
         shutil.rmtree(upper_pre)
-    result = bm.run_benchmark(ADAPT_ID, schedule="Short", seeds=(0, 5), device="cpu", out=out, ablations=False,
+    result = run_benchmark(ADAPT_ID, schedule="Short", seeds=(0, 5), device="cpu", out=out, ablations=False,
                               dry_run=True, runner=refuse)
-    commands = [bm.Command(tuple(c["argv"]), c["env"]) for c in result["commands"]]
+    commands = [Command(tuple(c["argv"]), c["env"]) for c in result["commands"]]
     programs = [c.program for c in commands]
     assert programs[:3] == ["nnUNetv2_extract_fingerprint", "nnUNetv2_move_plans_between_datasets",
                             "nnUNetv2_preprocess"]
@@ -385,13 +409,13 @@ def test_dry_run_prints_commands_and_writes_nothing(datasets, tmp_path, capsys):
 
 
 def test_cli_dry_run_and_error_exit(datasets, tmp_path, capsys):
-    code = bm.main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--rows", "source-only", "glua",
+    code = main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--rows", "source-only", "glua",
                     "--seeds", "3", "-device", "cpu", "--out", str(tmp_path / "o"), "--dry-run"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "GLUA_SEED=3" in printed and "-tr SourceOnlyTrainer_Short" in printed and "-tr GLUATrainer_Short" in printed
     assert "move_plans" not in printed
-    code = bm.main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--seeds", "0", "-device", "cpu",
+    code = main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--seeds", "0", "-device", "cpu",
                     "--out", str(tmp_path / "o"), "--dry-run"])
     assert code == 1
     assert "--upper-bound-id" in capsys.readouterr().err
@@ -399,22 +423,22 @@ def test_cli_dry_run_and_error_exit(datasets, tmp_path, capsys):
 
 # -------------------------------------------------------------------------------------------- bad input
 def test_missing_upper_bound_dataset_is_an_error_with_advice(datasets, tmp_path):
-    with pytest.raises(bm.BenchmarkError, match="--upper-bound-id"):
-        bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+    with pytest.raises(BenchmarkError, match="--upper-bound-id"):
+        run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
     # named in dataset.json but never converted
     folder = Path(os.environ["nnUNet_raw"]) / NO_UPPER
     dataset_json = json.loads((folder / "dataset.json").read_text())
     try:
         dataset_json["glua"]["upper_bound_dataset"] = "Dataset944_Missing"
         (folder / "dataset.json").write_text(json.dumps(dataset_json))
-        with pytest.raises(bm.BenchmarkError, match="Dataset944_Missing"):
-            bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+        with pytest.raises(BenchmarkError, match="Dataset944_Missing"):
+            run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
         # a path instead of a dataset folder name must not reach outside nnUNet_raw
         for bad in (f"../{UPPER}", str(folder.parent / UPPER), "not_a_dataset"):
             dataset_json["glua"]["upper_bound_dataset"] = bad
             (folder / "dataset.json").write_text(json.dumps(dataset_json))
-            with pytest.raises(bm.BenchmarkError, match="must be the name of a dataset folder"):
-                bm.run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True,
+            with pytest.raises(BenchmarkError, match="must be the name of a dataset folder"):
+                run_benchmark(NO_UPPER_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True,
                                  runner=refuse)
     finally:
         dataset_json["glua"]["upper_bound_dataset"] = None
@@ -431,30 +455,30 @@ def test_upper_bound_with_other_plans_is_refused(datasets, tmp_path):
     plans.write_text(json.dumps(content))
     (upper_pre / "dataset_fingerprint.json").write_text("{}")
     try:
-        with pytest.raises(bm.BenchmarkError, match="differs from"):
-            bm.run_benchmark(ADAPT_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
+        with pytest.raises(BenchmarkError, match="differs from"):
+            run_benchmark(ADAPT_ID, schedule="_Short", device="cpu", out=tmp_path, dry_run=True, runner=refuse)
     finally:
         shutil.rmtree(upper_pre)
 
 
 def test_bad_rows_seeds_and_unknown_trainer(datasets, tmp_path):
-    with pytest.raises(bm.BenchmarkError, match="unknown row"):
-        bm.run_benchmark(ADAPT_ID, rows=["glua", "oracle"], dry_run=True, out=tmp_path, runner=refuse)
-    with pytest.raises(bm.BenchmarkError, match="distinct"):
-        bm.run_benchmark(ADAPT_ID, seeds=(1, 1), dry_run=True, out=tmp_path, runner=refuse)
-    with pytest.raises(bm.BenchmarkError, match="GLUATrainer_Tiny not found"):
-        bm.run_benchmark(ADAPT_ID, schedule="_Tiny", rows=["glua"], dry_run=True, out=tmp_path, runner=refuse)
+    with pytest.raises(BenchmarkError, match="unknown row"):
+        run_benchmark(ADAPT_ID, rows=["glua", "oracle"], dry_run=True, out=tmp_path, runner=refuse)
+    with pytest.raises(BenchmarkError, match="distinct"):
+        run_benchmark(ADAPT_ID, seeds=(1, 1), dry_run=True, out=tmp_path, runner=refuse)
+    with pytest.raises(BenchmarkError, match="GLUATrainer_Tiny not found"):
+        run_benchmark(ADAPT_ID, schedule="_Tiny", rows=["glua"], dry_run=True, out=tmp_path, runner=refuse)
 
 
 # ------------------------------------------------------------------------------------------------- units
 def test_row_selection_and_schedule_names():
-    assert [r.key for r in bm.select_rows(None, ablations=False)] == ["source-only", "source-only-continued", "glua",
+    assert [r.key for r in select_rows(None, ablations=False)] == ["source-only", "source-only-continued", "glua",
                                                                        "target-supervised"]
-    assert [r.key for r in bm.select_rows(["GLUA", "source-only"])] == ["source-only", "glua"]
+    assert [r.key for r in select_rows(["GLUA", "source-only"])] == ["source-only", "glua"]
     # a second-stage row brings the row it starts from
-    assert [r.key for r in bm.select_rows(["glua"])] == ["source-only", "glua"]
-    assert bm.trainer_name(bm.select_rows(["glua-no-local-mask"])[-1], "Short") == "GLUATrainer_NoLocalMask_Short"
-    assert bm.trainer_name(bm.select_rows(["target-supervised"])[-1], "") == "SourceOnlyTrainer"
+    assert [r.key for r in select_rows(["glua"])] == ["source-only", "glua"]
+    assert trainer_name(select_rows(["glua-no-local-mask"])[-1], "Short") == "GLUATrainer_NoLocalMask_Short"
+    assert trainer_name(select_rows(["target-supervised"])[-1], "") == "SourceOnlyTrainer"
 
 
 def _summary(dice: float, assd: float | None) -> Summary:
@@ -469,25 +493,44 @@ def _summary(dice: float, assd: float | None) -> Summary:
 
 
 def test_median_summary_takes_the_median_over_seeds_where_defined():
-    median = bm.median_summary([_summary(0.2, 3.0), _summary(0.9, None), _summary(0.5, 5.0)])
+    median = median_summary([_summary(0.2, 3.0), _summary(0.9, None), _summary(0.5, 5.0)])
     alpha = median.classes["alpha"]
     assert alpha.dice.mean == pytest.approx(0.5) and alpha.dice.std is None and alpha.dice.n == 3
     assert alpha.assd_mm.mean == pytest.approx(4.0) and alpha.assd_mm.n == 2  # the seed that missed it is left out
     assert median.class_mean["dice"].mean == pytest.approx(0.5)
     assert median.class_mean["assd_mm"].mean == pytest.approx(4.0) and median.class_mean["assd_mm"].n == 1
     with pytest.raises(ValueError):
-        bm.median_summary([])
+        median_summary([])
 
 
 def test_second_stage_rows_take_the_fine_tune_schedule(datasets, tmp_path):
-    result = bm.run_benchmark(ADAPT_ID, configuration="3d_fullres", schedule="_Demo",
+    result = run_benchmark(ADAPT_ID, configuration="3d_fullres", schedule="_Demo",
                               fine_tune_schedule="DemoFineTune", rows=["source-only-continued", "glua"], seeds=(0,),
                               device="cpu", out=tmp_path / "o", dry_run=True, runner=refuse)
-    trains = [bm.Command(tuple(c["argv"]), c["env"]) for c in result["commands"] if "nnUNetv2_train" in c["argv"][0]]
+    trains = [Command(tuple(c["argv"]), c["env"]) for c in result["commands"] if "nnUNetv2_train" in c["argv"][0]]
     assert [FakeNnUNet.option(c, "-tr") for c in trains] == ["SourceOnlyTrainer_Demo", "SourceOnlyTrainer_DemoFineTune",
                                                              "GLUATrainer_DemoFineTune"]
-    assert bm._default_out(bm._read_dataset(Path(os.environ["nnUNet_raw"]) / ADAPT), "2d", "nnUNetPlans", "0", "_Demo",
+    assert default_out(read_dataset(Path(os.environ["nnUNet_raw"]) / ADAPT), "2d", "nnUNetPlans", "0", "_Demo",
                            "_DemoFineTune").name == "glua_benchmark_2d_Demo_then_DemoFineTune"
+
+
+def test_prediction_without_test_time_mirroring_is_a_setting_with_a_folder_of_its_own(datasets):
+    result = run_benchmark(ADAPT_ID, schedule="_Short", rows=["glua"], seeds=(0,), device="cpu", dry_run=True,
+                           runner=refuse, test_time_mirroring=False)
+    predicts = [Command(tuple(c["argv"]), c["env"]) for c in result["commands"] if "nnUNetv2_predict" in c["argv"][0]]
+    assert len(predicts) == 2 and all(c.argv[-1] == "--disable_tta" for c in predicts)
+    assert Path(result["out"]) == (Path(os.environ["nnUNet_results"]) / ADAPT
+                                   / "glua_benchmark_3d_fullres_Short_no_mirroring").resolve()
+
+
+def test_row_table_rows_start_from_an_earlier_row():
+    start = Row("a", "A", "SourceOnlyTrainer", "from scratch")
+    later = Row("b", "B", "GLUATrainer", "from a", starts_from="a")
+    assert list(_check_table([start, later])) == ["a", "b"]
+    with pytest.raises(ValueError, match="not listed before it"):
+        _check_table([later, start])
+    with pytest.raises(ValueError, match="used twice"):
+        _check_table([start, start])
 
 
 def test_a_missing_start_model_is_an_error_naming_the_row_to_run(full_run, tmp_path):
@@ -499,6 +542,6 @@ def test_a_missing_start_model_is_an_error_naming_the_row_to_run(full_run, tmp_p
                   / "GLUATrainer_Short__nnUNetPlans__3d_fullres")
     (copy / "seed_1" / "nnUNet_results" / ADAPT / "SourceOnlyTrainer_Short__nnUNetPlans__3d_fullres" / "fold_0"
      / "checkpoint_final.pth").unlink()
-    with pytest.raises(bm.BenchmarkError, match="run row 'source-only' of seed 1 first"):
-        bm.run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
+    with pytest.raises(BenchmarkError, match="run row 'source-only' of seed 1 first"):
+        run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
                          runner=refuse)

@@ -1,6 +1,6 @@
 """The main job's own logic (the job itself runs for minutes and is timed by hand, see README)."""
 from nnunet_glua.demo import DEMO_TRAINERS, planning_env
-from nnunet_glua.evaluation.benchmark import ADAPTED_ROW, LOWER_ROW, START_ROW
+from nnunet_glua.experiments.rows import ADAPTED_ROW, LOWER_ROW, START_ROW
 
 
 def test_planning_works_with_no_augmentation_workers_set():

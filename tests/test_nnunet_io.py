@@ -13,7 +13,7 @@ from nnunet_glua.json_io import read_json
 from nnunet_glua.conversion.errors import ConversionError
 from nnunet_glua.data.uda_dataset_info import UDADatasetError
 from nnunet_glua.errors import PathError
-from nnunet_glua.evaluation.benchmark import BenchmarkError
+from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.evaluation.evaluate import EvaluationError
 from nnunet_glua.inference.errors import PredictionError
 from nnunet_glua.parallel import default_num_processes, run_jobs

@@ -1,0 +1,133 @@
+"""The rows of an adaptation benchmark, as a table.
+
+A row names a trainer (without its schedule suffix), the dataset it trains on and the row whose final checkpoint
+starts it. Rows that start from another row train the second-stage schedule; rows trained from scratch train the
+first-stage one. Adding a row (a baseline such as nnU-Net's ``nnUNetTrainerDA5`` continued from source-only, or a
+self-training stage started from GLUA) is one more :class:`Row` in :data:`ROWS`: the runner derives its results
+root, start checkpoint and schedule from these fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from nnunet_glua.experiments.errors import BenchmarkError
+
+__all__ = ["Row", "ROWS", "START_ROW", "LOWER_ROW", "ADAPTED_ROW", "UPPER_ROW", "row_by_key", "select_rows",
+           "normalise_schedule", "trainer_name"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the benchmark table.
+
+    ``key`` names it on the command line and is its folder name; ``label`` is its name in the tables;
+    ``trainer`` is the trainer class without schedule suffix; ``upper_bound`` rows train on the upper-bound
+    dataset instead of the adaptation dataset; ``ablation`` rows are left out by ``ablations=False``;
+    ``starts_from`` is the key of the row whose final checkpoint (same seed and fold) initialises this one, which
+    then trains the second-stage schedule (``None``: from scratch, first-stage schedule).
+    """
+
+    key: str
+    label: str
+    trainer: str
+    description: str
+    upper_bound: bool = False
+    ablation: bool = False
+    starts_from: str | None = None
+
+    @property
+    def first_stage(self) -> bool:
+        """Whether the row trains from scratch (with the first-stage schedule)."""
+        return self.starts_from is None
+
+
+START_ROW = "source-only"
+LOWER_ROW = "source-only, continued"
+ADAPTED_ROW = "GLUA"
+UPPER_ROW = "target-supervised"
+_START = "source-only"  # key of the first-stage row every other row starts from
+# run order: source-only first (every other row starts from it), then the headline rows, so an interrupted
+# benchmark has them before the ablations
+ROWS: tuple[Row, ...] = (
+    Row(_START, START_ROW, "SourceOnlyTrainer",
+        "plain nnU-Net trained from scratch on the labelled source domain; every other row starts from it"),
+    Row("source-only-continued", LOWER_ROW, "SourceOnlyTrainer",
+        "source-only trained on for the second stage: as many steps as GLUA, without adaptation (lower bound)",
+        starts_from=_START),
+    Row("glua", ADAPTED_ROW, "GLUATrainer",
+        "style translation + structure-wise intensity shift + locally masked feature alignment", starts_from=_START),
+    Row("target-supervised", UPPER_ROW, "SourceOnlyTrainer",
+        "source-only fine-tuned on labelled target scans (upper bound), same plans", upper_bound=True,
+        starts_from=_START),
+    Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
+        "feature alignment at every valid location (global feature alignment)", ablation=True, starts_from=_START),
+    Row("glua-style-only", "GLUA: style only", "GLUATrainer_StyleOnly",
+        "style translation without feature alignment", ablation=True, starts_from=_START),
+    Row("glua-feature-only", "GLUA: feature only", "GLUATrainer_FeatureOnly",
+        "locally masked feature alignment without style translation", ablation=True, starts_from=_START),
+    Row("glua-no-structure-shift", "GLUA: no structure shift", "GLUATrainer_NoStructureShift",
+        "the published method alone: translation + local feature alignment, without the structure-wise "
+        "intensity shift", ablation=True, starts_from=_START),
+    Row("source-only-structure-shift", "source-only + structure shift", "SourceOnlyTrainer_StructureShift",
+        "plain nnU-Net with the structure-wise intensity shift, no adaptation", ablation=True, starts_from=_START),
+)
+
+
+def _check_table(rows: Sequence[Row]) -> dict[str, Row]:
+    """``{key: row}``; a row must start from a row listed before it, since rows run in table order."""
+    by_key: dict[str, Row] = {}
+    for row in rows:
+        if row.key in by_key or any(r.label == row.label for r in by_key.values()):
+            raise ValueError(f"row key or label {row.key!r}/{row.label!r} is used twice in the row table")
+        if row.starts_from is not None and row.starts_from not in by_key:
+            raise ValueError(f"row {row.key!r} starts from {row.starts_from!r}, which is not listed before it")
+        by_key[row.key] = row
+    return by_key
+
+
+_ROWS_BY_KEY = _check_table(ROWS)
+
+
+def row_by_key(key: str) -> Row:
+    """The row of :data:`ROWS` with this key; :class:`BenchmarkError` if there is none."""
+    try:
+        return _ROWS_BY_KEY[key]
+    except KeyError:
+        raise BenchmarkError(None, f"unknown row {key!r}; choose from {', '.join(r.key for r in ROWS)}") from None
+
+
+def select_rows(rows: Sequence[str] | None = None, ablations: bool = True) -> list[Row]:
+    """The rows to run, in table order.
+
+    ``rows`` lists row keys (or labels; case-insensitive); ``None`` means the headline rows plus, with
+    ``ablations``, the ablation rows. An explicit ``rows`` list wins over ``ablations``. A row that starts from
+    another brings that row along, and that one its own start row (they must be trained first).
+    """
+    if rows is None:
+        return [row for row in ROWS if ablations or not row.ablation]
+    lookup = {row.key.lower(): row for row in ROWS} | {row.label.lower(): row for row in ROWS}
+    chosen: set[str] = set()
+    for name in rows:
+        row = lookup.get(str(name).strip().lower())
+        if row is None:
+            raise BenchmarkError(None, f"unknown row {name!r}; choose from {', '.join(r.key for r in ROWS)}")
+        while row is not None and row.key not in chosen:
+            chosen.add(row.key)
+            row = None if row.starts_from is None else _ROWS_BY_KEY[row.starts_from]
+    if not chosen:
+        raise BenchmarkError(None, "no rows selected")
+    return [row for row in ROWS if row.key in chosen]
+
+
+def normalise_schedule(schedule: str | None) -> str:
+    """``"Short"``/``"_Short"`` -> ``"_Short"``; ``""``/``None``/``"default"`` -> ``""`` (nnU-Net's schedule)."""
+    schedule = (schedule or "").strip()
+    if schedule.lower() in ("", "default", "none"):
+        return ""
+    return schedule if schedule.startswith("_") else "_" + schedule
+
+
+def trainer_name(row: Row, schedule: str) -> str:
+    """Trainer class name of ``row`` under ``schedule`` (e.g. ``GLUATrainer_NoLocalMask_Short``)."""
+    return row.trainer + normalise_schedule(schedule)
