@@ -88,22 +88,34 @@ def _locked_staging_name(final: Path) -> Iterator[Path]:
         lock_path.unlink(missing_ok=True)
 
 
-def _try_remove_stale(staging: Path) -> bool:
-    """Remove the staging folder ``staging`` if no live process holds its lock; ``True`` if it was removed."""
-    lock_path = _lock_file(staging)
+@contextlib.contextmanager
+def _lock_if_free(lock_path: Path) -> Iterator[bool]:
+    """Take the lock at ``lock_path`` without waiting. Yields ``True`` if it was free (it is then held until the
+    block exits), ``False`` if a live process holds it or it cannot be taken."""
     lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except (Timeout, OSError):
-        return False
+        yield False
+        return
     try:
-        if not staging.is_dir():
-            return False  # renamed into place or removed by its writer after the folder was listed
-        shutil.rmtree(staging, ignore_errors=True)
-        return not staging.exists()
+        yield True
     finally:
         lock.release()
+
+
+def _try_remove_stale(staging: Path) -> bool:
+    """Remove the staging folder ``staging`` if no live process holds its lock; ``True`` if it was removed."""
+    lock_path = _lock_file(staging)
+    removed = False
+    with _lock_if_free(lock_path) as free:
+        # not a folder any more: renamed into place or removed by its writer after it was listed
+        if free and staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            removed = not staging.exists()
+    if free:
         lock_path.unlink(missing_ok=True)
+    return removed
 
 
 def _remove_orphan_lock(lock_path: Path) -> None:
@@ -114,16 +126,10 @@ def _remove_orphan_lock(lock_path: Path) -> None:
             return
     except OSError:
         return
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except (Timeout, OSError):
-        return
-    try:
-        if not staging.exists():
-            lock_path.unlink(missing_ok=True)
-    finally:
-        lock.release()
+    with _lock_if_free(lock_path) as free:
+        orphan = free and not staging.exists()
+    if orphan:
+        lock_path.unlink(missing_ok=True)
 
 
 def remove_stale_staging(parent: "str | os.PathLike") -> list[Path]:
