@@ -80,43 +80,25 @@ from nnunet_glua.json_io import write_json
 __all__ = ["run_benchmark", "execute_benchmark", "main"]
 
 
-def run_benchmark(
-    dataset: "int | str | os.PathLike",
-    configuration: str = "3d_fullres",
-    plans: str = "nnUNetPlans",
-    fold: "int | str" = 0,
-    schedule: str = "",
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    fine_tune_schedule: str | None = None,
-    rows: Sequence[str] | None = None,
-    device: str = "cuda",
-    out: "str | os.PathLike | None" = None,
-    ablations: bool = True,
-    dry_run: bool = False,
-    num_processes: int | None = None,
-    runner: CommandRunner | None = None,
-    test_time_mirroring: bool = True,
-) -> dict[str, Any]:
+def run_benchmark(dataset: "int | str | os.PathLike", runner: CommandRunner | None = None,
+                  **options: Any) -> dict[str, Any]:
     """Train, predict and evaluate every row for every seed, then write benchmark.json and benchmark.md.
 
     ``dataset``: id, ``DatasetXXX_Name`` or raw folder of the *adaptation* dataset (planned and preprocessed
-    with ``plans``). ``schedule``: trainer-name suffix of the source-only row (``""``: nnU-Net's own,
-    ``"_Short"``); ``fine_tune_schedule``: that of the rows that start from it (``None``: the same).
-    ``rows``: row keys (see :data:`~nnunet_glua.experiments.rows.ROWS`; default: all, without ablations if
-    ``ablations`` is false). ``num_processes``: worker processes of evaluation and of nnU-Net's preprocessing
-    (default ``$nnUNet_def_n_proc``). ``runner`` executes each external command (default
-    :func:`~nnunet_glua.experiments.commands.subprocess_runner`). ``test_time_mirroring``: predict with nnU-Net's
-    mirroring (default) or ``--disable_tta``.
+    with the plans used). ``options`` are those of :func:`~nnunet_glua.experiments.settings.build_settings`:
+    ``configuration``, ``plans``, ``fold``, ``schedule`` (trainer-name suffix of the source-only row, ``""``:
+    nnU-Net's own, ``"_Short"``), ``fine_tune_schedule`` (that of the rows that start from it; ``None``: the same),
+    ``seeds``, ``rows`` (row keys, see :data:`~nnunet_glua.experiments.rows.ROWS`; default: all, without ablations
+    if ``ablations`` is false), ``device``, ``out``, ``num_processes`` (worker processes of evaluation and of
+    nnU-Net's preprocessing; default ``$nnUNet_def_n_proc``), ``dry_run`` and ``test_time_mirroring`` (predict with
+    nnU-Net's mirroring, the default, or ``--disable_tta``). ``runner`` executes each external command (default
+    :func:`~nnunet_glua.experiments.commands.subprocess_runner`).
 
     Returns the benchmark.json content; with ``dry_run``, nothing is run or written and the result is
     ``{"dry_run": True, "out": str, "commands": [{"argv", "env"}, ...]}`` (the commands are also printed).
     Raises :class:`BenchmarkError` for unusable input or a failed command.
     """
-    settings = build_settings(
-        dataset, configuration=configuration, plans=plans, fold=fold, schedule=schedule, seeds=seeds,
-        fine_tune_schedule=fine_tune_schedule, rows=rows, device=device, out=out, ablations=ablations, dry_run=dry_run,
-        num_processes=num_processes, test_time_mirroring=test_time_mirroring)
-    return execute_benchmark(settings, runner)
+    return execute_benchmark(build_settings(dataset, **options), runner)
 
 
 def execute_benchmark(settings: ExperimentSettings, runner: CommandRunner | None = None,
