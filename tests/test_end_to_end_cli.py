@@ -1,15 +1,18 @@
 """The user's workflow through the real command-line tools, on a small cardiac phantom:
-glua_make_phantom -> glua_convert_mmwhs -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train -tr GLUATrainer_Short
--> nnUNetv2_predict -tr GLUATrainer_Short -> glua_evaluate, plus the source-only trainer found the same way."""
+glua_make_phantom -> glua_convert_mmwhs -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train ... all -tr GLUATrainer_Short
+(nnU-Net's fold "all") -> nnUNetv2_predict -f all -> glua_evaluate, plus the source-only trainer found the same way."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from nnunet_glua.paths import trainer_folder
 
@@ -60,23 +63,44 @@ def test_glua_trainer_through_nnunet_cli(planned_phantom, cli_env, tmp_path):
     # a tiny translator up front: the trainer reuses a finished translator instead of training its own
     ensure_translator(DATASET_ID, CONFIG, iterations=4, device="cpu", config=tiny_config(), progress=False)
     train_env = dict(cli_env, nnUNet_n_proc_DA="0", GLUA_SEED="0")
-    out = _run([_bin("nnUNetv2_train"), str(DATASET_ID), CONFIG, "0", "-tr", "GLUATrainer_Short", "-device", "cpu"],
-               train_env)
-    assert "GLUA components" in out and "translator:" in out
+    out = _run([_bin("nnUNetv2_train"), str(DATASET_ID), CONFIG, "all", "-tr", "GLUATrainer_Short", "-device",
+                "cpu"], train_env)
+    assert "GLUA components" in out
     model = Path(cli_env["nnUNet_results"]) / planned_phantom.name / f"GLUATrainer_Short__nnUNetPlans__{CONFIG}"
-    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
-    log = next((model / "fold_0").glob("training_log_*.txt")).read_text()
-    assert "GLUA: align weight" in log
+    assert (model / "fold_all" / "checkpoint_final.pth").is_file()
+    log = next((model / "fold_all").glob("training_log_*.txt")).read_text()
+    assert "GLUA_SEED=0" in log
+    translated = [float(v) for v in re.findall(r"GLUA: translated fraction ([0-9.]+)", log)]
+    assert len(translated) == 2 and min(translated) > 0, "the source batches must really have been translated"
 
     pred = tmp_path / "pred"
     _run([_bin("nnUNetv2_predict"), "-i", str(planned_phantom / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID),
-          "-c", CONFIG, "-tr", "GLUATrainer_Short", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"], cli_env)
+          "-c", CONFIG, "-tr", "GLUATrainer_Short", "-f", "all", "-device", "cpu", "-npp", "0", "-nps", "0"], cli_env)
     assert sorted(p.name for p in pred.glob("*.nii.gz")) == [f"ct_{i}.nii.gz" for i in CT_TEST_IDS]
 
     _run([_bin("glua_evaluate"), "-d", str(DATASET_ID), "-pred", str(pred), "-np", "1"], cli_env)
     evaluation = json.loads((pred / "evaluation.json").read_text())
-    assert evaluation["summary"]  # per-class summaries on the target test set
     assert (pred / "evaluation.md").is_file() and (pred / "evaluation.csv").is_file()
+    # the reported values are those of the files: Dice recomputed here from the prediction and the reference
+    assert [c["case"] for c in evaluation["cases"]] == [f"ct_{i}" for i in CT_TEST_IDS]
+    labels = evaluation["labels"]
+    per_class = {name: [] for name in labels}
+    for case in evaluation["cases"]:
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(planned_phantom / "labelsTs" / f"{case['case']}.nii.gz")))
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"{case['case']}.nii.gz")))
+        for name, value in labels.items():
+            ref, hit = reference == value, prediction == value
+            reported = case["metrics"][name]
+            assert reported["n_reference"] == int(ref.sum()) and reported["n_prediction"] == int(hit.sum())
+            if ref.any():
+                dice = 2 * np.logical_and(ref, hit).sum() / (ref.sum() + hit.sum())
+                assert reported["dice"] == pytest.approx(dice, abs=1e-9), (case["case"], name)
+                per_class[name].append(dice)
+    summary = evaluation["summary"]
+    assert summary["n_cases"] == len(CT_TEST_IDS)
+    for name, values in per_class.items():
+        if values:
+            assert summary["classes"][name]["dice"]["mean"] == pytest.approx(np.mean(values), abs=1e-9), name
 
 
 def test_source_only_trainer_through_nnunet_cli(planned_phantom, cli_env):

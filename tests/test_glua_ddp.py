@@ -1,6 +1,6 @@
 """GLUATrainer's DDP logic with two CPU ranks over gloo: the network and the feature discriminators stay in sync,
-and a NaN on one rank stops both ranks together (nnU-Net's own DDP launcher needs GPUs; this drives the trainer
-directly, the way nnU-Net's launcher does after init_process_group)."""
+a NaN on one rank stops both ranks together, and each rank resumes its own random streams (nnU-Net's own DDP
+launcher needs GPUs; this drives the trainer directly, the way nnU-Net's launcher does after init_process_group)."""
 from __future__ import annotations
 
 import json
@@ -41,10 +41,23 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, dataset_name: str, o
         trainer.on_train_epoch_start()
         outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
         trainer.on_train_epoch_end(outputs)
+        # --c under DDP: every rank gets its own random streams back, not rank 0's
+        checkpoint = str(Path(out_dir) / "checkpoint.pth")
+        trainer.save_checkpoint(checkpoint)
+        saved_shift_stream = trainer.random_streams.generator("structure_shift").get_state()
+        dist.barrier()
+        resumed = GLUATrainer_FeatureOnly_Short(dict(plans, continue_training=True), "3d_fullres", 0, dataset_json,
+                                                torch.device("cpu"))
+        resumed.device = torch.device("cpu")
+        resumed.load_checkpoint(checkpoint)
+        resumed.on_train_start()
+        restored_shift_stream = resumed.random_streams.generator("structure_shift").get_state()
+        resumed.components.shutdown()
         torch.save({"network": trainer._tap().state_dict(),
                     "discriminator": trainer.components.discriminator_module.state_dict(),
                     "batch_size": trainer.batch_size,
-                    "align_loss_logged": trainer.logger.get_value("glua_align_loss", 0)},
+                    "align_loss_logged": trainer.logger.get_value("glua_align_loss", 0),
+                    "saved_shift_stream": saved_shift_stream, "restored_shift_stream": restored_shift_stream},
                    Path(out_dir) / f"rank{rank}.pt")
         # a NaN on rank 1 only: both ranks must stop, neither may hang in the next collective
         if rank == 1:
@@ -78,6 +91,9 @@ def test_two_cpu_ranks_stay_in_sync_and_stop_together(planned_dataset, tmp_path)
             assert torch.allclose(r0[part][k].float(), r1[part][k].float(), atol=1e-6), f"{part}.{k} out of sync"
     # epoch logs are gathered over ranks: both report the same value
     assert r0["align_loss_logged"] == pytest.approx(r1["align_loss_logged"])
+    for r in (r0, r1):
+        assert torch.equal(r["saved_shift_stream"], r["restored_shift_stream"])
+    assert not torch.equal(r0["saved_shift_stream"], r1["saved_shift_stream"]), "ranks must not share a stream"
     assert (tmp_path / "rank0.diverged").exists() and (tmp_path / "rank1.diverged").exists()
     assert "segmentation loss = nan" in (tmp_path / "rank1.diverged").read_text()
     assert "on another rank" in (tmp_path / "rank0.diverged").read_text()

@@ -51,9 +51,9 @@ def _short_feature_trainer():
     from nnunet_glua.training.variants import GLUATrainer_FeatureOnly_Short
 
     class Tiny(GLUATrainer_FeatureOnly_Short):
-        num_epochs_short = 1
-        num_iterations_short = 3
-        num_val_iterations_short = 1
+        schedule_num_epochs = 1
+        schedule_iterations_per_epoch = 3
+        schedule_val_iterations_per_epoch = 1
         lambda_align = 0.1
         align_rampup_epochs = 0  # full weight from the first step: the test checks the alignment is active
     return Tiny
@@ -97,7 +97,6 @@ def test_resume_restores_discriminator_optimizer_and_style_state(planned_dataset
         opt_state = comp.disc_optimizer.state_dict()["state"]
         assert opt_state and all(torch.equal(opt_state[i]["exp_avg"], saved["disc_optimizer"]["state"][i]["exp_avg"])
                                  for i in opt_state)
-        assert torch.equal(comp.style_rng.get_state(), saved["style_rng"])
         assert resumed.current_epoch == first.num_epochs
     finally:
         resumed.on_train_end()
@@ -112,21 +111,6 @@ def test_resume_refuses_other_glua_settings(planned_dataset, single_threaded_aug
     with pytest.raises(RuntimeError, match="other GLUA settings"):
         other.on_train_start()
     other.components = None
-
-    # a checkpoint from before the structure-wise intensity shift existed resumes without the shift, as trained
-    old = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    for key in ("structure_shift", "structure_shift_probability"):
-        del old["glua"]["settings"][key]
-    old_path = str(Path(first.output_folder) / "checkpoint_before_shift.pth")
-    torch.save(old, old_path)
-    resumed = _make(_short_feature_trainer(), planned_dataset, fold=2)
-    assert resumed.structure_shift > 0
-    resumed.load_checkpoint(old_path)
-    resumed.on_train_start()
-    try:
-        assert resumed.structure_shift == 0 and resumed.components.settings["structure_shift"] == 0
-    finally:
-        resumed.on_train_end()
 
 
 def test_two_dimensional_configuration_trains(planned_dataset, single_threaded_augmentation):
@@ -215,12 +199,12 @@ def test_exported_model_predicts_with_plain_nnunet(planned_dataset, single_threa
 def test_pretrained_source_only_weights_warm_start_glua(planned_dataset, single_threaded_augmentation):
     """`nnUNetv2_train ... -tr GLUATrainer -pretrained_weights <source-only checkpoint>` (nnU-Net's own loader)."""
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
-    from nnunet_glua.training.short_schedule import SourceOnlyTrainer_Short
+    from nnunet_glua.training.variants import SourceOnlyTrainer_Short
 
     class TinySourceOnly(SourceOnlyTrainer_Short):
-        num_epochs_short = 1
-        num_iterations_short = 2
-        num_val_iterations_short = 1
+        schedule_num_epochs = 1
+        schedule_iterations_per_epoch = 2
+        schedule_val_iterations_per_epoch = 1
 
     source_only = _make(TinySourceOnly, planned_dataset, fold=0)
     source_only.run_training()
@@ -269,10 +253,190 @@ def test_gap_mask_figure_selects_the_trained_fraction_on_a_target_patch(planned_
     with Image.open(tmp_path / "gap.png") as png:
         assert png.width >= 3 * 160 and png.height >= 160
     # a source-only checkpoint has no discriminator: refused with a message, nothing written
-    from nnunet_glua.training.short_schedule import SourceOnlyTrainer_Short
+    from nnunet_glua.training.variants import SourceOnlyTrainer_Short
     plain = _make(SourceOnlyTrainer_Short, planned_dataset, fold=4)
     plain.num_epochs, plain.num_iterations_per_epoch, plain.num_val_iterations_per_epoch = 1, 1, 1
     plain.run_training()
     with pytest.raises(ValueError, match="no feature discriminator"):
         gap_mask_figure(plain.output_folder, target_folder(DATASET_ID, "3d_fullres"), tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- full method
+@pytest.fixture(scope="module")
+def tiny_translator(planned_dataset):
+    """A tiny translator for the 3d_fullres plans: trainers reuse a finished translator instead of training one."""
+    from nnunet_glua.style.integration import ensure_translator
+    from nnunet_glua.style.synthetic import tiny_config
+
+    return ensure_translator(DATASET_ID, "3d_fullres", iterations=4, device="cpu", config=tiny_config(),
+                             progress=False, seed=1)
+
+
+def _tiny_glua():
+    """GLUATrainer with everything on: translation of every sample, structure shift of every sample, local feature
+    alignment at full weight from the first step; 2 epochs of 2 steps."""
+    from nnunet_glua.training.variants import GLUATrainer_Short
+
+    class TinyGLUA(GLUATrainer_Short):
+        schedule_num_epochs = 2
+        schedule_iterations_per_epoch = 2
+        schedule_val_iterations_per_epoch = 1
+        translate_probability = 1.0
+        structure_shift_probability = 1.0
+        lambda_align = 0.1
+        align_rampup_epochs = 0
+    return TinyGLUA
+
+
+def _weights(trainer) -> dict[str, torch.Tensor]:
+    state = {f"net.{k}": v.clone() for k, v in trainer._tap().state_dict().items()}
+    state.update({f"disc.{k}": v.clone() for k, v in trainer.components.discriminator_module.state_dict().items()})
+    return state
+
+
+def test_resume_continues_every_random_stream_exactly(planned_dataset, tiny_translator, single_threaded_augmentation,
+                                                     monkeypatch):
+    """The full method (translation, shift, local alignment) trained straight through and interrupted after epoch
+    1 then resumed with --c end with identical network and discriminator weights."""
+    monkeypatch.setenv("GLUA_SEED", "11")
+    tiny = _tiny_glua()
+    straight = _make(tiny, planned_dataset, fold=1, save_every=1)
+    straight.run_training()
+    log = straight.logger.local_logger.my_fantastic_logging
+    assert log["glua_translated_fraction"] == [1.0, 1.0]
+    assert log["glua_mask_fraction"][0] == pytest.approx(straight.mask_ratio, abs=0.02)
+    assert all(np.isfinite(log[k]).all() for k in ("glua_align_loss", "glua_disc_loss"))
+    expected = _weights(straight)
+
+    class Interrupted(tiny):
+        def on_epoch_end(self):
+            super().on_epoch_end()  # writes checkpoint_latest.pth after the first epoch (save_every = 1)
+            raise KeyboardInterrupt
+
+    interrupted = _make(Interrupted, planned_dataset, fold=1, save_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run_training()
+    interrupted.components.shutdown()
+    latest = str(Path(interrupted.output_folder) / "checkpoint_latest.pth")
+
+    resumed = _make(tiny, planned_dataset, fold=1, save_every=1)
+    resumed.load_checkpoint(latest)  # what `nnUNetv2_train ... --c` does
+    resumed.run_training()
+    got = _weights(resumed)
+    assert set(got) == set(expected)
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
+
+
+def test_resume_refuses_a_different_translator(planned_dataset, tiny_translator, single_threaded_augmentation):
+    from nnunet_glua.style.integration import ensure_translator, load_context
+    from nnunet_glua.style.synthetic import tiny_config
+
+    first = _make(_tiny_glua(), planned_dataset, fold=2, save_every=1)
+    first.run_training()
+    checkpoint = str(Path(first.output_folder) / "checkpoint_final.pth")
+    # the translator is retrained (e.g. after `glua_train_style --overwrite`): another run id
+    shutil.rmtree(load_context(DATASET_ID, "3d_fullres").results_folder)
+    ensure_translator(DATASET_ID, "3d_fullres", iterations=4, device="cpu", config=tiny_config(), progress=False,
+                      seed=2)
+    resumed = _make(_tiny_glua(), planned_dataset, fold=2)
+    resumed.load_checkpoint(checkpoint)
+    with pytest.raises(RuntimeError, match="translator"):
+        resumed.on_train_start()
+    resumed.components = None
+
+
+def _stream_draws(trainer) -> dict[str, object]:
+    streams = trainer.random_streams
+    first_conv = next(p for n, p in trainer._tap().named_parameters() if n.endswith("weight"))
+    return {"network init": first_conv.detach().flatten()[:8].clone(),
+            "style": torch.rand(4, generator=streams.generator("style")),
+            "structure shift": torch.rand(4, generator=streams.generator("structure_shift")),
+            "process (numpy)": float(np.random.rand()),
+            "nnU-Net loader workers": streams.worker_seeds("nnunet_loader", 2, 0),
+            "target loader workers": streams.worker_seeds("target_loader", 2, 0),
+            "translator": streams.seed_of("translator")}
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_glua_seed_seeds_every_stream_and_fold_all_has_its_own(planned_dataset, monkeypatch):
+    from nnunet_glua.training.variants import GLUATrainer_Short
+
+    runs = {}
+    for seed, fold in ((5, 0), (5, 0), (6, 0), (5, "all")):
+        monkeypatch.setenv("GLUA_SEED", str(seed))
+        trainer = _make(GLUATrainer_Short, planned_dataset, fold=fold)
+        trainer.initialize()
+        runs.setdefault((seed, fold), []).append(_stream_draws(trainer))
+    once, again = runs[(5, 0)]
+    assert all(_same(once[k], again[k]) for k in once), "the same seed must repeat every stream"
+    other_seed, fold_all = runs[(6, 0)][0], runs[(5, "all")][0]
+    assert all(not _same(once[k], other_seed[k]) for k in once), "another seed must change every stream"
+    # fold 'all' (nnU-Net keeps it as a string) has streams of its own, but shares the seed's translator
+    assert all(not _same(once[k], fold_all[k]) for k in once if k != "translator")
+    assert once["translator"] == fold_all["translator"]
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+def test_every_generated_trainer_has_the_settings_of_its_method_and_schedule(planned_dataset):
+    import pickle
+
+    from nnunet_glua.style.config import TranslatorConfig
+    from nnunet_glua.training import variants
+    from nnunet_glua.training.glua_trainer import GLUATrainer
+    from nnunet_glua.training.methods import METHODS
+    from nnunet_glua.training.schedules import SCHEDULES
+    from nnunet_glua.training.source_only import SourceOnlyTrainer
+
+    assert len(variants.TRAINERS) == len(METHODS) * len(SCHEDULES)
+    plain = _make(GLUATrainer, planned_dataset)  # nnU-Net's schedule and GLUA's defaults
+    cpu_translator = TranslatorConfig.preset("cpu_demo")
+    for name, (cls, method, schedule) in variants.TRAINERS.items():
+        assert cls.__name__ == name and getattr(variants, name) is cls
+        assert cls.__module__ == (method.base.__module__ if cls is method.base else variants.__name__)
+        assert pickle.loads(pickle.dumps(cls)) is cls  # nnU-Net's worker processes receive the class pickled
+        assert issubclass(cls, method.base)
+        trainer = _make(cls, planned_dataset)
+        assert trainer.num_epochs == (schedule.epochs or plain.num_epochs), name
+        assert trainer.num_iterations_per_epoch == (schedule.iterations or plain.num_iterations_per_epoch), name
+        assert trainer.num_val_iterations_per_epoch == \
+            (schedule.val_iterations or plain.num_val_iterations_per_epoch), name
+        for key, value in method.settings.items():
+            assert getattr(trainer, key) == value, (name, key)
+        if issubclass(cls, SourceOnlyTrainer):
+            assert trainer.structure_shift == method.settings.get("structure_shift", 0.0), name
+            continue
+        for key in ("mask_ratio", "soft_mask", "use_translation", "use_feature_alignment", "structure_shift",
+                    "lambda_align", "translate_probability"):
+            assert getattr(trainer, key) == method.settings.get(key, getattr(plain, key)), (name, key)
+        assert trainer.target_batch_fraction == schedule.alignment.get("target_batch_fraction",
+                                                                       plain.target_batch_fraction), name
+        config = cls.translator_config()
+        if not schedule.suffix:
+            assert config is None, name  # nnU-Net's schedule: the default translator
+        else:
+            expected_iterations = schedule.alignment.get("translator_iterations", cpu_translator.iterations)
+            assert config.network == cpu_translator.network and config.iterations == expected_iterations, name
+
+
+def test_trainer_classes_are_written_once_and_listed_by_one_command():
+    import re
+    import subprocess
+    import sys
+
+    from nnunet_glua.training import variants
+
+    package = Path(variants.__file__).parent
+    written = sorted(m for f in package.glob("*.py") for m in re.findall(r"^class (\w*Trainer\w*)\(", f.read_text(),
+                                                                             re.M))
+    assert written == ["GLUATrainer", "SeededTrainer", "SourceOnlyTrainer"]
+    out = subprocess.run([sys.executable, "-m", "nnunet_glua.training.variants", "--list"], capture_output=True,
+                         text=True, check=True).stdout
+    for name in ("GLUATrainer_SoftMask_Demo", "GLUATrainer_Mask50_Short",
+                 "SourceOnlyTrainer_StructureShift_DemoFineTune", "GLUATrainer_NoStructureShift"):
+        assert re.search(rf"^\s+{name}\s", out, re.M), name
+    assert f"{len(variants.TRAINERS)} trainers" in out

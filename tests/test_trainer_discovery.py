@@ -12,7 +12,7 @@ import nnunet_glua
 from nnunet_glua.paths import ensure_trainer_folder_registered, trainer_folder
 
 REPO = Path(__file__).resolve().parents[1]
-SHORT_TRAINER = "SourceOnlyTrainer_Short"
+SHORT_TRAINER = "GLUATrainer_NoLocalMask_Short"
 
 _LOOKUP = (
     "import pickle, sys\n"
@@ -61,7 +61,7 @@ def test_register_appends_once():
 def test_nnunet_finds_short_trainer_from_checkout(folder, tmp_path):
     module, package_file = _lookup_in_subprocess(folder, cwd=tmp_path).split()
     # the class comes from the package, not from the evicted shim module: it stays picklable
-    assert module == "nnunet_glua.training.short_schedule"
+    assert module == "nnunet_glua.training.variants"
     assert Path(package_file).resolve().is_relative_to(REPO)
 
 
@@ -75,5 +75,5 @@ def test_nnunet_finds_short_trainer_from_non_editable_install(tmp_path):
     installed_folder = Path(folder_out.stdout.strip())
     assert installed_folder.is_relative_to(target.resolve())
     module, package_file = _lookup_in_subprocess(installed_folder, cwd=tmp_path, pythonpath=str(target)).split()
-    assert module == "nnunet_glua.training.short_schedule"
+    assert module == "nnunet_glua.training.variants"
     assert Path(package_file).resolve().is_relative_to(target.resolve())

@@ -1,8 +1,15 @@
-"""Feature-level domain discriminator: a per-location source-vs-target score on segmentation-network features."""
+"""Feature-level domain discriminator: a per-location source-vs-target score on segmentation-network features, one
+per tapped decoder stage, and its update step."""
 from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from nnunet_glua.alignment.local_mask import valid_feature_locations
+from nnunet_glua.alignment.losses import SOURCE_LABEL, TARGET_LABEL, discriminator_loss
 
 
 class FeatureDiscriminator(nn.Module):
@@ -39,3 +46,65 @@ class FeatureDiscriminator(nn.Module):
             raise ValueError(f"expected features of shape (B, C, {'X, Y, Z' if self.spatial_dims == 3 else 'X, Y'}), "
                              f"got {tuple(features.shape)}")
         return self.net(features)
+
+
+class StageDiscriminators(nn.Module):
+    """One :class:`FeatureDiscriminator` per tapped decoder stage; ``forward(list of features) -> list of scores``.
+
+    A single module so that DDP wraps (and all-reduces) all of them with one reducer.
+    """
+
+    def __init__(self, channels: Sequence[int], spatial_dims: int, width: int, num_layers: int):
+        super().__init__()
+        self.stages = nn.ModuleList(FeatureDiscriminator(c, spatial_dims, width, num_layers) for c in channels)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(features) != len(self.stages):
+            raise ValueError(f"expected features of {len(self.stages)} stages, got {len(features)}")
+        return [d(f) for d, f in zip(self.stages, features)]
+
+
+def update_discriminators(discriminator: nn.Module, optimizer: torch.optim.Optimizer,
+                          scaler: torch.amp.GradScaler | None, source_features: Sequence[torch.Tensor],
+                          target_features: Sequence[torch.Tensor], target_valid_voxels: torch.Tensor,
+                          min_valid_fraction: float,
+                          check: Callable[[torch.Tensor], None] | None = None) -> tuple[float, float, float]:
+    """One optimizer step of ``discriminator`` (a :class:`StageDiscriminators`, possibly DDP-wrapped) on detached
+    features: source locations towards :data:`SOURCE_LABEL`, valid target locations towards :data:`TARGET_LABEL`.
+
+    ``source_features`` / ``target_features``: one ``(B_s | B_t, C, *S)`` tensor per stage;
+    ``target_valid_voxels``: ``(B_t, 1, *patch)`` bool, True inside the target image. Source and target go through
+    the discriminator in one call, concatenated along the batch axis, so DDP's gradient hooks fire once per
+    parameter. Source locations all count as valid; target locations outside the image are skipped.
+    ``check(loss)`` runs before the backward pass (it may raise to stop a diverged update on every rank).
+    ``scaler``: AMP's GradScaler on CUDA, ``None`` on the CPU. Returns (loss, accuracy on source locations,
+    accuracy on valid target locations; NaN when there is none).
+    """
+    n_s = source_features[0].shape[0]
+    device = source_features[0].device
+    amp = torch.autocast(device.type, enabled=True) if device.type == "cuda" else contextlib.nullcontext()
+    optimizer.zero_grad(set_to_none=True)
+    threshold = 0.5 * (SOURCE_LABEL + TARGET_LABEL)
+    with amp:
+        scores = discriminator([torch.cat((s, t), 0) for s, t in zip(source_features, target_features)])
+        losses, correct_s, correct_t, n_vs, n_vt = [], 0.0, 0.0, 0, 0
+        for sc in scores:
+            s_sc, t_sc = sc[:n_s], sc[n_s:]
+            valid_s = torch.ones_like(s_sc, dtype=torch.bool)
+            valid_t = valid_feature_locations(target_valid_voxels, tuple(t_sc.shape[2:]), min_valid_fraction)
+            losses.append(discriminator_loss(s_sc, t_sc, valid_s, valid_t))
+            correct_s += float((s_sc.detach() > threshold).sum())
+            correct_t += float(((t_sc.detach() < threshold) & valid_t).sum())
+            n_vs += valid_s.numel()
+            n_vt += int(valid_t.sum())
+        loss = torch.stack(losses).mean()
+    if check is not None:
+        check(loss.detach())
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach()), correct_s / max(1, n_vs), (correct_t / n_vt) if n_vt else float("nan")

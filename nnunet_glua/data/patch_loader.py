@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -124,13 +124,11 @@ class UnlabelledPatchLoader(nnUNetDataLoader):
 
     def __init__(self, data: nnUNetBaseDataset, batch_size: int, patch_size: Sequence[int],
                  final_patch_size: Sequence[int], transforms: BasicTransform | None = None,
-                 forbid_foreground: bool = True, label_manager: LabelManager | None = None,
-                 sampling_probabilities: Sequence[float] | None = None):
-        if label_manager is None:
-            # only consulted for ignore-label handling, which random sampling never needs
-            label_manager = LabelManager({"background": 0}, regions_class_order=None)
+                 forbid_foreground: bool = True):
+        # nnU-Net's loader consults the label manager only for ignore-label handling, which random sampling never needs
+        label_manager = LabelManager({"background": 0}, regions_class_order=None)
         super().__init__(data, batch_size, patch_size, final_patch_size, label_manager,
-                         oversample_foreground_percent=0.0, sampling_probabilities=sampling_probabilities,
+                         oversample_foreground_percent=0.0, sampling_probabilities=None,
                          pad_sides=None, probabilistic_oversampling=False, transforms=transforms)
         # nnU-Net samples ignore-label datasets from annotated regions; unlabelled data has none, so always
         # sample uniformly
@@ -233,16 +231,19 @@ def make_patch_loader(folder: "str | os.PathLike", configuration_manager, batch_
 
 
 def make_augmenter(loader: UnlabelledPatchLoader, num_processes: int | None = None, pin_memory: bool = False,
-                   num_cached: int | None = None):
+                   num_cached: int | None = None, worker_seeds: Callable[[int], list[int]] | None = None):
     """Run ``loader`` in background workers the way nnU-Net's trainer runs its training loader.
 
     ``num_processes`` defaults to nnU-Net's ``get_allowed_n_proc_DA()`` (environment variable
-    ``nnUNet_n_proc_DA``); 0 gives a ``SingleThreadedAugmenter`` (debugging, 1-2 core machines), otherwise a
-    ``NonDetMultiThreadedAugmenter``. Call ``_finish()`` on the result when done (nnU-Net does the same).
+    ``nnUNet_n_proc_DA``); 0 gives a ``SingleThreadedAugmenter`` (debugging, 1-2 core machines; it draws from this
+    process's random generators), otherwise a ``NonDetMultiThreadedAugmenter``, whose workers are seeded with
+    ``worker_seeds(n)`` (``None``: from OS entropy). Call ``_finish()`` on the result when done (nnU-Net does the
+    same).
     """
     n = get_allowed_n_proc_DA() if num_processes is None else int(num_processes)
     if n <= 0:
         return SingleThreadedAugmenter(loader, None)
+    seeds = list(worker_seeds(n)) if worker_seeds is not None else None
     return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=n,
-                                        num_cached=num_cached or max(6, n // 2), seeds=None, pin_memory=pin_memory,
+                                        num_cached=num_cached or max(6, n // 2), seeds=seeds, pin_memory=pin_memory,
                                         wait_time=0.002)

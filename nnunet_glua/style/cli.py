@@ -75,7 +75,7 @@ def train_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="named configuration to start from: 'default' (GPU, real data: 20000 iterations of "
                              "batch 16) or 'cpu_demo' (a phantom on a 2-core CPU in 3 to 5 minutes: "
-                             "narrower networks, one downsampling step, 800 iterations of batch 4). "
+                             "narrower networks, one downsampling step, 600 iterations of batch 4). "
                              "--config-json and the options below override it")
     parser.add_argument("--iterations", type=int, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="slices per domain per iteration (default: the preset's)")

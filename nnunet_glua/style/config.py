@@ -241,7 +241,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "cpu_demo": {"network": {"base_channels": 16, "n_downsampling": 1, "n_residual_blocks": 2, "style_channels": 16,
                              "disc_channels": 16, "content_disc_channels": 64},
-                 "lr": 4e-4, "batch_size": 4, "iterations": 800, "checkpoint_every": 200, "preview_every": 200},
+                 "lr": 4e-4, "batch_size": 4, "iterations": 600, "checkpoint_every": 200, "preview_every": 200},
 }
 
 

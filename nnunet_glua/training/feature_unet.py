@@ -68,13 +68,6 @@ class FeatureTapUNet(nn.Module):
             out.append(convs[-1].out_channels)
         return out
 
-    def feature_shapes(self, in_channels: int, patch_size: Sequence[int]) -> list[tuple[int, ...]]:
-        """Spatial shape of each chosen stage's output for a ``(1, in_channels, *patch_size)`` input (dry run)."""
-        device = next(self.parameters()).device
-        with torch.no_grad():
-            _, feats = self.forward(torch.zeros(1, in_channels, *patch_size, device=device), return_features=True)
-        return [tuple(f.shape[2:]) for f in feats]
-
     def forward(self, x: torch.Tensor, return_features: bool = False):
         skips = self.encoder(x)
         decoder = self.decoder

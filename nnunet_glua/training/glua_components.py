@@ -19,14 +19,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 from filelock import FileLock
-from torch import autocast, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunetv2.utilities.helpers import dummy_context
-
-from nnunet_glua.alignment.discriminator import FeatureDiscriminator
-from nnunet_glua.alignment.local_mask import valid_feature_locations
-from nnunet_glua.alignment.losses import SOURCE_LABEL, TARGET_LABEL, discriminator_loss
+from nnunet_glua.alignment.discriminator import StageDiscriminators, update_discriminators
 from nnunet_glua.data.patch_loader import augmentation_settings_from_trainer, make_augmenter, make_patch_loader
 from nnunet_glua.data.target_preprocessing import preprocess_target, target_folder
 from nnunet_glua.data.uda_dataset_info import load_uda_info
@@ -45,22 +41,6 @@ def alignment_ramp(progress_epochs: float, ramp_epochs: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-class StageDiscriminators(nn.Module):
-    """One :class:`FeatureDiscriminator` per tapped decoder stage; ``forward(list of features) -> list of scores``.
-
-    A single module so that DDP wraps (and all-reduces) all of them with one reducer.
-    """
-
-    def __init__(self, channels: Sequence[int], spatial_dims: int, width: int, num_layers: int):
-        super().__init__()
-        self.stages = nn.ModuleList(FeatureDiscriminator(c, spatial_dims, width, num_layers) for c in channels)
-
-    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        if len(features) != len(self.stages):
-            raise ValueError(f"expected features of {len(self.stages)} stages, got {len(features)}")
-        return [d(f) for d, f in zip(self.stages, features)]
-
-
 @dataclass
 class GLUAComponents:
     """Everything GLUATrainer adds to nnU-Net's trainer state. See the module docstring."""
@@ -74,20 +54,20 @@ class GLUAComponents:
     discriminator_module: StageDiscriminators | None = None  # the bare module: gap maps and alignment loss
     disc_optimizer: torch.optim.Optimizer | None = None
     disc_scaler: torch.amp.GradScaler | None = None
-    style_rng: torch.Generator = field(default_factory=torch.Generator)
     settings: dict = field(default_factory=dict)
 
     # -------------------------------------------------------------- global alignment
-    def translate(self, data: torch.Tensor, probability: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def translate(self, data: torch.Tensor, probability: float,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Translate each sample of ``data`` ``(B, C, *spatial)`` to the target style with probability
-        ``probability``; returns the new batch (same shape, dtype, device) and the bool vector of translated
-        samples."""
+        ``probability`` (draws from the CPU ``generator``: which samples, which bank style); returns the new batch
+        (same shape, dtype, device) and the bool vector of translated samples."""
         b = data.shape[0]
-        chosen = torch.rand(b, generator=self.style_rng) < probability
+        chosen = torch.rand(b, generator=generator) < probability
         if chosen.any():
             idx = chosen.nonzero().flatten().to(data.device)
             data = data.clone()
-            data[idx] = self.translator.translate_batch(data[idx], generator=self.style_rng)
+            data[idx] = self.translator.translate_batch(data[idx], generator=generator)
         return data, chosen
 
     # -------------------------------------------------------------- target data
@@ -98,46 +78,13 @@ class GLUAComponents:
     def update_discriminator(self, source_features: Sequence[torch.Tensor], target_features: Sequence[torch.Tensor],
                              target_valid_voxels: torch.Tensor, min_valid_fraction: float,
                              check: Callable[[torch.Tensor], None] | None = None) -> tuple[float, float, float]:
-        """One optimizer step of the discriminators on detached features.
-
-        Source and target go through the (possibly DDP-wrapped) discriminator in one call, concatenated along the
-        batch axis, so DDP's gradient hooks fire once per parameter. Source locations all count as valid (nnU-Net's
-        source batch does not carry the outside-of-image marker); target locations outside the image are skipped.
-        ``check(loss)`` runs before the backward pass (it may raise to stop a diverged update on every rank).
-        Returns (loss, accuracy on source locations, accuracy on valid target locations).
-        """
-        n_s = source_features[0].shape[0]
-        amp = autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
-        self.disc_optimizer.zero_grad(set_to_none=True)
-        with amp:
-            scores = self.discriminator([torch.cat((s, t), 0) for s, t in zip(source_features, target_features)])
-            losses, correct_s, correct_t, n_vs, n_vt = [], 0.0, 0.0, 0, 0
-            for sc in scores:
-                s_sc, t_sc = sc[:n_s], sc[n_s:]
-                valid_s = torch.ones_like(s_sc, dtype=torch.bool)
-                valid_t = valid_feature_locations(target_valid_voxels, tuple(t_sc.shape[2:]), min_valid_fraction)
-                losses.append(discriminator_loss(s_sc, t_sc, valid_s, valid_t))
-                threshold = 0.5 * (SOURCE_LABEL + TARGET_LABEL)
-                correct_s += float((s_sc.detach() > threshold).sum())
-                correct_t += float(((t_sc.detach() < threshold) & valid_t).sum())
-                n_vs += valid_s.numel()
-                n_vt += int(valid_t.sum())
-            loss = torch.stack(losses).mean()
-        if check is not None:
-            check(loss.detach())
-        if self.disc_scaler is not None:
-            self.disc_scaler.scale(loss).backward()
-            self.disc_scaler.step(self.disc_optimizer)
-            self.disc_scaler.update()
-        else:
-            loss.backward()
-            self.disc_optimizer.step()
-        return float(loss.detach()), correct_s / max(1, n_vs), (correct_t / n_vt) if n_vt else float("nan")
+        """One step of the discriminators (:func:`~nnunet_glua.alignment.discriminator.update_discriminators`)."""
+        return update_discriminators(self.discriminator, self.disc_optimizer, self.disc_scaler, source_features,
+                                     target_features, target_valid_voxels, min_valid_fraction, check)
 
     # -------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:
-        state: dict[str, Any] = {"settings": dict(self.settings), "style_rng": self.style_rng.get_state(),
-                                 "translator_checkpoint": self.translator_checkpoint,
+        state: dict[str, Any] = {"settings": dict(self.settings), "translator_checkpoint": self.translator_checkpoint,
                                  "translator_identity": getattr(self.translator, "identity_dict", lambda: None)()}
         if self.discriminator_module is not None:
             state["discriminator"] = self.discriminator_module.state_dict()
@@ -157,7 +104,6 @@ class GLUAComponents:
         if saved_id is not None and now_id is not None and saved_id != now_id:
             raise RuntimeError(f"the checkpoint was trained with translator {saved_id}, but {now_id} is loaded "
                                f"now; resuming would mix two target-style generators")
-        self.style_rng.set_state(state["style_rng"])
         if self.discriminator_module is not None:
             if "discriminator" not in state:
                 raise RuntimeError("the checkpoint has no feature discriminator state but this trainer aligns features")
@@ -210,7 +156,6 @@ def build_components(trainer) -> GLUAComponents:
                            f"unlabelled training cases; test data must never be used for training")
 
     comp = GLUAComponents(device=trainer.device)
-    comp.style_rng.manual_seed(12345 + 1000 * trainer.fold + trainer.local_rank)
     comp.settings = {k: getattr(trainer, k) for k in (
         "use_translation", "translate_probability", "use_feature_alignment", "mask_ratio", "soft_mask",
         "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers", "structure_shift",
@@ -225,7 +170,9 @@ def build_components(trainer) -> GLUAComponents:
                                    trainer.configuration_manager, batch_size=batch_size, identifiers=target_cases,
                                    forbidden_identifiers=info.target_test_cases,
                                    settings=augmentation_settings_from_trainer(trainer), trainer=type(trainer))
-        comp.target_loader = make_augmenter(loader, pin_memory=trainer.device.type == "cuda")
+        comp.target_loader = make_augmenter(loader, pin_memory=trainer.device.type == "cuda",
+                                            worker_seeds=lambda n: trainer.random_streams.worker_seeds(
+                                                "target_loader", n, trainer.current_epoch))
         comp.target_cases = target_cases
 
         tap = trainer._tap()
@@ -246,7 +193,7 @@ def build_components(trainer) -> GLUAComponents:
 
         _rank_zero_first(trainer, lock, lambda: ensure_translator(
             dataset, configuration, plans_identifier, config=trainer.translator_config(), device=trainer.device,
-            log=trainer.print_to_log_file))
+            seed=trainer.random_streams.seed_of("translator"), log=trainer.print_to_log_file))
         comp.translator, comp.translator_checkpoint = load_translator_for(
             dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
     return comp

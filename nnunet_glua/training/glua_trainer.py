@@ -5,7 +5,7 @@ One training step (``train_step``):
      with the frozen translator, one target style per volume drawn from the style bank, with probability
      ``translate_probability`` (the rest stay untranslated, so the network keeps seeing real source images too).
      Then, for a ``structure_shift_probability`` fraction of the samples, every labelled structure gets its own
-     random intensity offset (:mod:`~nnunet_glua.training.structure_intensity`; source labels only).
+     random intensity offset (:mod:`~nnunet_glua.training.structure_shift`; source labels only).
   2. A batch of unlabelled target patches comes from the target loader (random locations, nnU-Net's
      augmentation, a validity mask marking padding and the outside of the body).
   3. Source and target go through the network in ONE forward pass (concatenated along the batch axis; nnU-Net's
@@ -32,13 +32,14 @@ only have to make it hold under the target's appearance. On the phantom this rai
 steps from scratch) to 0.46 (375 steps from the source-only model; docs/benchmarks.md); the demo and
 ``glua_benchmark`` train that way.
 
-Hyper-parameters are class attributes; variants (ablations, short schedules) are subclasses in
-:mod:`nnunet_glua.training.variants`.
+Hyper-parameters are class attributes; variants (ablations, schedules) are generated from the methods and schedules
+tables (:mod:`nnunet_glua.training.methods`, :mod:`~nnunet_glua.training.schedules`) in
+:mod:`nnunet_glua.training.variants`. Every random draw comes from the run's seeded streams
+(:mod:`~nnunet_glua.training.random_streams`), saved in every checkpoint.
 """
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_fraction_mask, valid_feature_locations
 from nnunet_glua.alignment.losses import masked_alignment_loss
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
-from nnunet_glua.training.short_schedule import SeededTrainer
-from nnunet_glua.training.structure_intensity import StructureShift
+from nnunet_glua.training.seeded_trainer import SeededTrainer
+from nnunet_glua.training.structure_shift import StructureShift
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
                                                   build_components)
 
@@ -78,7 +79,7 @@ class GLUATrainer(StructureShift, SeededTrainer):
     # after translation, each labelled source structure of a structure_shift_probability fraction of the samples
     # gets its own random intensity offset in [-structure_shift, structure_shift] (normalised units; 0 = off), so
     # that a structure whose contrast to its neighbours flips between modalities is still recognised; both
-    # attributes come from StructureShift (nnunet_glua.training.structure_intensity; our addition to the method)
+    # attributes come from StructureShift (nnunet_glua.training.structure_shift; our addition to the method)
 
     # --- local alignment ---
     use_feature_alignment: bool = True
@@ -159,8 +160,7 @@ class GLUATrainer(StructureShift, SeededTrainer):
         for key in _LOG_KEYS:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
-    def on_train_start(self):
-        super().on_train_start()
+    def prepare_training(self) -> None:
         self.components = build_components(self)
         if self._pending_glua_state is not None:
             self.components.load_state_dict(self._pending_glua_state)
@@ -199,9 +199,10 @@ class GLUATrainer(StructureShift, SeededTrainer):
 
         translated_fraction = 0.0
         if comp.translator is not None:
-            data, translated = comp.translate(data, self.translate_probability)
+            data, translated = comp.translate(data, self.translate_probability,
+                                              self.random_streams.generator("style"))
             translated_fraction = float(translated.float().mean())
-        data = self.shift_structures(data, target, comp.style_rng)
+        data = self.shift_structures(data, target, self.random_streams.generator("structure_shift"))
 
         align = comp.discriminator is not None
         if align:
@@ -313,67 +314,30 @@ class GLUATrainer(StructureShift, SeededTrainer):
         epoch = self.current_epoch
         get = self.logger.get_value
         self.print_to_log_file(
-            "GLUA: align weight {:.4g}, align loss {:.4f}, disc loss {:.4f}, disc acc src/tgt {:.2f}/{:.2f}, "
-            "mask fraction {:.3f}".format(get("glua_align_weight", epoch), get("glua_align_loss", epoch),
-                                          get("glua_disc_loss", epoch), get("glua_disc_acc_source", epoch),
-                                          get("glua_disc_acc_target", epoch), get("glua_mask_fraction", epoch)))
+            "GLUA: translated fraction {:.2f}, align weight {:.4g}, align loss {:.4f}, disc loss {:.4f}, disc acc "
+            "src/tgt {:.2f}/{:.2f}, mask fraction {:.3f}".format(
+                get("glua_translated_fraction", epoch), get("glua_align_weight", epoch), get("glua_align_loss", epoch),
+                get("glua_disc_loss", epoch), get("glua_disc_acc_source", epoch), get("glua_disc_acc_target", epoch),
+                get("glua_mask_fraction", epoch)))
         super().on_epoch_end()
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint (same keys, so nnU-Net's tools read it) plus a ``glua`` entry: discriminator, its
-        optimizer and GradScaler, target-style sampling state, translator identity and alignment settings."""
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        checkpoint = {
-            "network_weights": self._tap().state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-        }
+    def checkpoint_extras(self) -> dict:
+        """nnU-Net's entries plus a ``glua`` entry: discriminator, its optimizer and GradScaler, translator identity
+        and alignment settings (the random streams are the base class's)."""
+        extras = super().checkpoint_extras()
         if self.components is not None:
-            checkpoint["glua"] = {"format_version": GLUA_CHECKPOINT_VERSION, **self.components.state_dict()}
-        tmp = f"{filename}.partial"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, filename)  # an interrupted save never leaves a truncated checkpoint behind
+            extras["glua"] = {"format_version": GLUA_CHECKPOINT_VERSION, **self.components.state_dict()}
+        return extras
 
-    def _continue_as_trained(self, state: dict, checkpoint: str) -> None:
-        """A checkpoint written before the structure-wise intensity shift existed records no ``structure_shift``:
-        it was trained without one, so the resumed run continues without it (exact resume), and says so."""
-        settings = state.get("settings")
-        if settings is None or "structure_shift" in settings or self.structure_shift == 0:
-            return
-        self.print_to_log_file(f"{checkpoint} was trained without the structure-wise intensity shift (it predates "
-                               f"it); the resumed run continues without it")
-        self.structure_shift = 0.0
-        if self.components is not None:
-            self.components.settings["structure_shift"] = 0.0
-
-    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
-        if not isinstance(filename_or_checkpoint, str):
-            raise TypeError("pass the checkpoint's path: nnU-Net 2.8's load_checkpoint cannot take a dict")
-        super().load_checkpoint(filename_or_checkpoint)
-        # nnU-Net's loader does not hand the dict out; reading the file again is cheap next to a training run
-        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+    def restore_checkpoint_extras(self, checkpoint: dict, filename: str) -> None:
+        super().restore_checkpoint_extras(checkpoint, filename)
         state = checkpoint.get("glua")
         if state is None:
-            self.print_to_log_file(f"{filename_or_checkpoint} holds no GLUA state (e.g. a source-only checkpoint): "
-                                   f"the discriminator and the alignment schedule start fresh")
+            self.print_to_log_file(f"{filename} holds no GLUA state (e.g. a source-only checkpoint): the "
+                                   f"discriminator and the alignment schedule start fresh")
         elif state.get("format_version", 0) > GLUA_CHECKPOINT_VERSION:
-            raise RuntimeError(f"{filename_or_checkpoint}: GLUA state format {state.get('format_version')} is newer "
-                               f"than this nnunet-glua understands ({GLUA_CHECKPOINT_VERSION}); upgrade nnunet-glua")
-        if state is not None:
-            self._continue_as_trained(state, filename_or_checkpoint)
-        # components are built in on_train_start, after nnU-Net restores the checkpoint (-c); apply it there
+            raise RuntimeError(f"{filename}: GLUA state format {state.get('format_version')} is newer than this "
+                               f"nnunet-glua understands ({GLUA_CHECKPOINT_VERSION}); upgrade nnunet-glua")
+        # components are built in on_train_start, after nnU-Net restores the checkpoint (--c); applied there
         self._pending_glua_state = state
-        if self.components is not None and state is not None:
-            self.components.load_state_dict(state)
-            self._pending_glua_state = None

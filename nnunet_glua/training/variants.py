@@ -1,148 +1,96 @@
-"""GLUATrainer variants: ablations and short schedules, each a subclass that changes class attributes only.
+"""Every ``-tr`` trainer class: the methods table times the schedules table, generated.
 
-| trainer | translation (global) | feature alignment (local) |
-| --- | --- | --- |
-| ``GLUATrainer`` | yes | top ``mask_ratio`` of valid locations |
-| ``GLUATrainer_NoLocalMask`` | yes | every valid location (global feature alignment) |
-| ``GLUATrainer_StyleOnly`` | yes | off |
-| ``GLUATrainer_FeatureOnly`` | off | top ``mask_ratio`` |
-| ``GLUATrainer_SoftMask`` | yes | every valid location, weighted by its gap |
-| ``GLUATrainer_Mask10`` / ``_Mask50`` | yes | top 10 % / 50 % |
-| ``GLUATrainer_NoStructureShift`` | yes, without the structure-wise intensity shift | top ``mask_ratio`` |
-
-Every variant but ``GLUATrainer_NoStructureShift`` keeps ``GLUATrainer``'s structure-wise intensity shift of the
-source batch (:mod:`nnunet_glua.training.structure_intensity`); ``SourceOnlyTrainer_StructureShift`` is source-only
-nnU-Net with that shift alone.
-
-``*_Short`` variants run ``num_epochs_short`` epochs of ``num_iterations_short`` steps: for tests, CPU demos and
-benchmarks where every row must use the same schedule (:class:`SourceOnlyTrainer_Short` is the source-only row).
-``*_Demo`` variants use the schedule of the main demo's first stage (30 epochs of 25 steps, from scratch;
-:class:`SourceOnlyTrainer_Demo` is the demo's source-only model). ``*_DemoFineTune`` variants are the demo's second
-stage: half as many epochs, started from the source-only ``_Demo`` model with nnU-Net's ``-pretrained_weights``; the
-demo trains GLUA as :class:`GLUATrainer_DemoFineTune`. ``glua_benchmark --schedule _Demo --fine-tune-schedule
-_DemoFineTune`` reproduces the demo's rows and adds the ablations.
+``<method><schedule>`` (e.g. ``GLUATrainer_NoLocalMask_Short``) derives from the method's class under nnU-Net's
+schedule (``GLUATrainer_NoLocalMask``), which derives from the method's base (``GLUATrainer``); each class only
+sets attributes. The classes are real module-level classes of this module (picklable, found by nnU-Net through the
+``nnUNet_extTrainer`` shim). ``glua_trainers --list`` prints them with what each changes.
 """
 from __future__ import annotations
 
-from nnunet_glua.style.config import PRESETS
-from nnunet_glua.training.glua_trainer import GLUATrainer
-from nnunet_glua.training.short_schedule import DemoFineTuneSchedule, DemoSchedule, ShortSchedule
+import argparse
+import sys
+from typing import Any, Sequence
 
-__all__ = ["GLUATrainer_NoLocalMask", "GLUATrainer_StyleOnly", "GLUATrainer_FeatureOnly", "GLUATrainer_SoftMask",
-           "GLUATrainer_Mask10", "GLUATrainer_Mask50", "GLUATrainer_Short", "GLUATrainer_NoLocalMask_Short",
-           "GLUATrainer_StyleOnly_Short", "GLUATrainer_FeatureOnly_Short", "GLUATrainer_Demo",
-           "GLUATrainer_NoLocalMask_Demo", "GLUATrainer_StyleOnly_Demo", "GLUATrainer_FeatureOnly_Demo",
-           "GLUATrainer_NoStructureShift", "GLUATrainer_NoStructureShift_Short", "GLUATrainer_NoStructureShift_Demo",
-           "GLUATrainer_DemoFineTune", "GLUATrainer_NoLocalMask_DemoFineTune", "GLUATrainer_StyleOnly_DemoFineTune",
-           "GLUATrainer_FeatureOnly_DemoFineTune", "GLUATrainer_NoStructureShift_DemoFineTune"]
+from nnunet_glua.training.methods import METHODS, Method
+from nnunet_glua.training.schedules import SCHEDULES, Schedule
+from nnunet_glua.training.seeded_trainer import SeededTrainer
 
+__all__: list[str] = ["TRAINERS", "trainer_settings", "main"]
 
-class GLUATrainer_NoLocalMask(GLUATrainer):
-    mask_ratio = 1.0
+#: trainer name -> (class, method, schedule), in table order
+TRAINERS: dict[str, tuple[type[SeededTrainer], Method, Schedule]] = {}
 
 
-class GLUATrainer_StyleOnly(GLUATrainer):
-    use_feature_alignment = False
+def trainer_settings(method: Method, schedule: Schedule) -> dict[str, Any]:
+    """The class attributes ``<method><schedule>`` sets on top of the method's base class."""
+    settings = dict(method.settings)
+    settings.update(schedule.settings())
+    settings.update({k: v for k, v in schedule.alignment.items() if hasattr(method.base, k)})
+    return settings
 
 
-class GLUATrainer_FeatureOnly(GLUATrainer):
-    use_translation = False
+def _make_class(name: str, parent: type, attributes: dict[str, Any], doc: str) -> type:
+    cls = type(name, (parent,), {**attributes, "__doc__": doc, "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    __all__.append(name)
+    return cls
 
 
-class GLUATrainer_SoftMask(GLUATrainer):
-    soft_mask = True
+def _generate() -> None:
+    for method in METHODS:
+        method_class = method.base if method.is_base else _make_class(
+            method.name, method.base, dict(method.settings), f"{method.summary}.")
+        for schedule in SCHEDULES:
+            name = method.name + schedule.suffix
+            if schedule.suffix:
+                attributes = {k: v for k, v in trainer_settings(method, schedule).items()
+                              if k not in method.settings}
+                cls = _make_class(name, method_class, attributes, f"{method.summary}; {schedule.summary}.")
+            else:
+                cls = method_class
+                globals()[name] = cls  # the hand-written bases too: the shim re-exports this module's __all__
+                if name not in __all__:
+                    __all__.append(name)
+            TRAINERS[name] = (cls, method, schedule)
 
 
-class GLUATrainer_Mask10(GLUATrainer):
-    mask_ratio = 0.1
+_generate()
 
 
-class GLUATrainer_Mask50(GLUATrainer):
-    mask_ratio = 0.5
+def _format_settings(settings: dict[str, Any]) -> str:
+    """``settings`` in one short line: the step counts as ``epochs x steps (val n)``, the rest as ``key=value``."""
+    settings = dict(settings)
+    epochs, steps, val = (settings.pop(k, None) for k in ("schedule_num_epochs", "schedule_iterations_per_epoch",
+                                                          "schedule_val_iterations_per_epoch"))
+    parts = [f"{epochs} x {steps} steps (val {val})"] if epochs is not None else []
+    for key, value in settings.items():
+        parts.append("cpu_demo translator" if key == "translator_config_overrides" else f"{key}={value}")
+    return ", ".join(parts) or "-"
 
 
-class GLUATrainer_NoStructureShift(GLUATrainer):
-    """The published method alone: translation and local feature alignment, without our structure-wise
-    intensity shift."""
-    structure_shift = 0.0
+def main(argv: Sequence[str] | None = None) -> int:
+    """``glua_trainers --list``: every trainer name for ``nnUNetv2_train -tr``, its method, schedule and settings."""
+    parser = argparse.ArgumentParser(prog="glua_trainers", description=(
+        "The trainers this package adds to nnU-Net (nnUNetv2_train ... -tr NAME): every method of the methods "
+        "table under every schedule of the schedules table."))
+    parser.add_argument("--list", action="store_true", help="list every trainer with what it changes (default)")
+    parser.add_argument("--names", action="store_true", help="print the names only, one per line")
+    args = parser.parse_args(argv)
+    if args.names:
+        print("\n".join(TRAINERS))
+        return 0
+    print("methods:")
+    for method in METHODS:
+        print(f"  {method.name:<34} {method.summary}" + (f" [{_format_settings(method.settings)}]"
+                                                          if method.settings else ""))
+    print("schedules (suffix):")
+    for schedule in SCHEDULES:
+        print(f"  {schedule.suffix or '(none)':<34} {schedule.summary}")
+    print(f"\n{len(TRAINERS)} trainers:")
+    for name, (cls, method, schedule) in TRAINERS.items():
+        print(f"  {name:<46} {_format_settings(trainer_settings(method, schedule))}")
+    return 0
 
 
-# A translator small enough to train on a CPU in minutes (measured on the cardiac phantom: docs/style_tuning.md).
-CPU_TRANSLATOR = PRESETS["cpu_demo"]
-
-
-class ShortAlignment:
-    """Mixin for the ``*_Short`` GLUA variants: the CPU-sized translator, trained for 200 iterations."""
-    translator_config_overrides = CPU_TRANSLATOR
-    translator_iterations = 200
-
-
-class GLUATrainer_Short(ShortSchedule, ShortAlignment, GLUATrainer):
-    pass
-
-
-class GLUATrainer_NoLocalMask_Short(ShortSchedule, ShortAlignment, GLUATrainer_NoLocalMask):
-    pass
-
-
-class GLUATrainer_StyleOnly_Short(ShortSchedule, ShortAlignment, GLUATrainer_StyleOnly):
-    pass
-
-
-class GLUATrainer_NoStructureShift_Short(ShortSchedule, ShortAlignment, GLUATrainer_NoStructureShift):
-    pass
-
-
-class GLUATrainer_FeatureOnly_Short(ShortSchedule, GLUATrainer_FeatureOnly):
-    pass
-
-
-class DemoAlignment:
-    """Mixin for the ``*_Demo`` and ``*_DemoFineTune`` GLUA variants: the CPU-sized translator, trained for 600
-    iterations, and a target batch of a quarter of the source batch, so that the main demo's trainings fit its 20
-    CPU minutes (measured: docs/benchmarks.md)."""
-    translator_config_overrides = CPU_TRANSLATOR
-    translator_iterations = 600
-    target_batch_fraction = 0.25
-
-
-class GLUATrainer_Demo(DemoSchedule, DemoAlignment, GLUATrainer):
-    """GLUATrainer from scratch with the schedule of the main demo's first stage (30 x 25 steps) and the CPU-sized
-    translator. The demo itself trains only source-only in that stage and GLUA as
-    :class:`GLUATrainer_DemoFineTune`."""
-
-
-class GLUATrainer_NoLocalMask_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoLocalMask):
-    pass
-
-
-class GLUATrainer_StyleOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_StyleOnly):
-    pass
-
-
-class GLUATrainer_FeatureOnly_Demo(DemoSchedule, DemoAlignment, GLUATrainer_FeatureOnly):
-    pass
-
-
-class GLUATrainer_NoStructureShift_Demo(DemoSchedule, DemoAlignment, GLUATrainer_NoStructureShift):
-    pass
-
-
-class GLUATrainer_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer):
-    """GLUATrainer as the main demo runs it: started from the source-only ``_Demo`` model, half the schedule."""
-
-
-class GLUATrainer_NoLocalMask_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_NoLocalMask):
-    pass
-
-
-class GLUATrainer_StyleOnly_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_StyleOnly):
-    pass
-
-
-class GLUATrainer_FeatureOnly_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_FeatureOnly):
-    pass
-
-
-class GLUATrainer_NoStructureShift_DemoFineTune(DemoFineTuneSchedule, DemoAlignment, GLUATrainer_NoStructureShift):
-    pass
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,12 @@
-"""Structure-wise intensity shift of the labelled source batch (nnunet_glua.training.structure_intensity)."""
+"""Structure-wise intensity shift of the labelled source batch (nnunet_glua.training.structure_shift)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nnunet_glua.training import short_schedule
-from nnunet_glua.training.structure_intensity import require_one_label_per_voxel, shift_structure_intensities
+from nnunet_glua.training import source_only, variants
+from nnunet_glua.training.random_streams import RandomStreams
+from nnunet_glua.training.structure_shift import require_one_label_per_voxel, shift_structure_intensities
 
 
 def _batch(b: int = 4, c: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,9 +86,9 @@ def test_source_only_structure_shift_trainer_shifts_the_batch_it_trains_on(monke
         seen["data"] = batch["data"]
         return {}
 
-    monkeypatch.setattr(short_schedule.SourceOnlyTrainer, "train_step", fake_step)
-    trainer = object.__new__(short_schedule.SourceOnlyTrainer_StructureShift)
-    trainer.fold, trainer.seed = 0, 3
+    monkeypatch.setattr(source_only.SeededTrainer, "train_step", fake_step)
+    trainer = object.__new__(variants.SourceOnlyTrainer_StructureShift)
+    trainer.random_streams = RandomStreams(3, 0)
     trainer.label_manager = type("Labels", (), {"ignore_label": None})()
     trainer.structure_shift_probability = 1.0
     data, seg = _batch()

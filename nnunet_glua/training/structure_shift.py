@@ -22,7 +22,7 @@ __all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "Struct
 
 #: Defaults of ``GLUATrainer.structure_shift`` / ``structure_shift_probability``. One z-unit is the order of the
 #: contrast between soft tissue and bright blood or fat in z-scored CT and MR, i.e. how far a structure moves
-#: relative to its neighbours between modalities (the phantom's tissue table, phantom_tissues.py, gives the same
+#: relative to its neighbours between modalities (the phantom's tissue table, phantom/tissues.py, gives the same
 #: order). Shifting half the samples keeps the other half at the translated intensities, which the network needs at
 #: a short schedule: shifting 80 % kept it from learning the left atrium even on the *source* validation set in
 #: 750 steps (docs/benchmarks.md).

@@ -1,0 +1,50 @@
+"""The schedules table: how long a trainer trains, and with which translator when it has to train one.
+
+A schedule is a trainer-name suffix and the class attributes it sets. ``alignment`` attributes only apply to
+trainers that have them (GLUA's), so one table serves source-only and GLUA trainers alike. Step counts: nnU-Net's
+default is 1000 epochs of 250 steps; the CPU schedules are sized on the phantom (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnunet_glua.style.config import PRESETS
+
+__all__ = ["Schedule", "SCHEDULES"]
+
+#: the CPU-sized translator (docs/style_tuning.md): what the demo trains, 600 iterations in 3 to 5 minutes
+CPU_TRANSLATOR: dict[str, Any] = {"translator_config_overrides": PRESETS["cpu_demo"]}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``suffix``: appended to the method name (``""``: nnU-Net's schedule); ``epochs``, ``iterations``,
+    ``val_iterations``: per-epoch step counts (``None``: nnU-Net's); ``alignment``: attributes for trainers that
+    have them; ``summary``: one line for ``glua_trainers --list``."""
+
+    suffix: str
+    summary: str
+    epochs: int | None = None
+    iterations: int | None = None
+    val_iterations: int | None = None
+    alignment: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """The schedule's attributes of :class:`~nnunet_glua.training.seeded_trainer.SeededTrainer`."""
+        return {"schedule_num_epochs": self.epochs, "schedule_iterations_per_epoch": self.iterations,
+                "schedule_val_iterations_per_epoch": self.val_iterations}
+
+
+_DEMO_EPOCHS, _DEMO_ITERATIONS = 30, 25
+
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("", "nnU-Net's schedule (1000 x 250 steps), the default translator"),
+    Schedule("_Short", "2 x 10 steps, a 200-iteration CPU translator: tests and quick checks", 2, 10, 2,
+             {**CPU_TRANSLATOR, "translator_iterations": 200}),
+    Schedule("_Demo", "the main demo's first stage: 30 x 25 steps from scratch, the CPU translator",
+             _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+    Schedule("_DemoFineTune", "the demo's second stage, from the source-only _Demo model (-pretrained_weights): "
+             "15 x 25 steps", _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2,
+             {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+)
