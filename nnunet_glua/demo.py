@@ -6,33 +6,65 @@ Steps (each is skipped when its output already exists, so an interrupted run res
   3. plan and preprocess the source domain with plain nnU-Net (``nnUNetv2_plan_and_preprocess``)
   4. preprocess the unlabelled target images with the source plans (``glua_preprocess_target``)
   5. train the translator, CPU-sized (what ``GLUATrainer_DemoFineTune`` would otherwise do itself)
-  6. train source-only nnU-Net from scratch, fold 0; then, both starting from that model (``-pretrained_weights``)
-     with the same second-stage schedule, source-only nnU-Net continued and GLUA (``nnUNetv2_train``), so that
-     GLUA is compared with a source-only model trained for exactly as many steps
-  7. predict the target test set with each (``nnUNetv2_predict``, without test-time mirroring to save time; the
-     same for every row) and evaluate (``glua_evaluate``)
-  8. draw pictures (target test predictions, the local gap mask, the translator's preview) and print the rows
+  6. the rows of ``glua_benchmark -d ID -c 2d --schedule _Demo --fine-tune-schedule _DemoFineTune --rows
+     source-only-continued glua --seeds SEED``, run by the benchmark's own runner
+     (:mod:`nnunet_glua.experiments`): source-only nnU-Net from scratch, fold 0; then, both starting from that model
+     (``-pretrained_weights``) with the same second-stage schedule, source-only nnU-Net continued and GLUA, so that
+     GLUA is compared with a source-only model trained for exactly as many steps; each row is predicted on the target
+     test set and evaluated. Unlike the benchmark's command line, the demo predicts without test-time mirroring
+     (``--disable_tta``) to save time, the same for every row.
+  7. draw pictures (target test predictions, the local gap mask, the translator's preview) and print the rows
      (Dice, ASSD) on the target test set
 
 All nnU-Net folders live under ``--workdir`` unless ``--use-env-paths`` is given, so the demo never touches a
-user's own nnU-Net data.
+user's own nnU-Net data. The rows' models, predictions and evaluations are in the benchmark's output folder,
+``$nnUNet_results/<dataset>/glua_benchmark_<configuration>_Demo_then_DemoFineTune_no_mirroring/seed_<seed>/``.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
+from nnunet_glua.experiments.commands import Command, CommandRunner, Executor, nnunet_program, subprocess_runner
+from nnunet_glua.experiments.errors import BenchmarkError
+from nnunet_glua.experiments.settings import ExperimentSettings
+from nnunet_glua.json_io import write_json
 from nnunet_glua.nnunet_io import dataset_folders_with_id
 
-# dataset ids (adaptation, target-supervised upper bound) per direction
-DEMO_DATASET_IDS = {"CT2MR": (903, 904), "MR2CT": (901, 902)}
+
+def _convert_cardiac(phantom: Path, direction: str, dataset_id: int, upper_bound_id: int, num_processes: int) -> Path:
+    from nnunet_glua.conversion.mmwhs import convert_mmwhs
+
+    return convert_mmwhs(phantom, direction, dataset_id, upper_bound_id=upper_bound_id, num_processes=num_processes)
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """A phantom kind and how the demo turns it into an adaptation dataset.
+
+    ``dataset_ids`` maps a direction (``"CT2MR"``: CT labelled, MR unlabelled) to the ids of the adaptation and the
+    target-supervised upper-bound dataset; ``convert(phantom folder, direction, id, upper-bound id, processes)``
+    writes both and returns the adaptation dataset's raw folder.
+    """
+
+    phantom_kind: str
+    dataset_ids: Mapping[str, tuple[int, int]]
+    convert: Callable[[Path, str, int, int, int], Path]
+
+
+# one entry per phantom the demo can run on; another task (an abdominal one) is another entry
+DEMO_TASKS: dict[str, DemoTask] = {
+    "cardiac": DemoTask("cardiac", {"CT2MR": (903, 904), "MR2CT": (901, 902)}, _convert_cardiac),
+}
+DEMO_TASK = "cardiac"
 # CT source, MR target: on the phantom at this budget nnU-Net learns the MR heart (blood pools far brighter than
 # the myocardium) quickly enough for the comparison to mean something; with a CT target even target-supervised
 # nnU-Net trained from scratch reached only 0.35 Dice in the demo's 750 first-stage steps (docs/benchmarks.md).
@@ -45,24 +77,12 @@ DEMO_DIRECTION = "CT2MR"
 DEMO_CONFIGURATION = "2d"
 # in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
 DEMO_PHANTOM_SIZE = 64
-# row -> (trainer, row whose final checkpoint it starts from): the rows of glua_benchmark --schedule _Demo
-# --fine-tune-schedule _DemoFineTune --rows source-only-continued glua
-DEMO_TRAINERS: dict[str, tuple[str, str | None]] = {
-    "source-only": ("SourceOnlyTrainer_Demo", None),
-    "source-only, continued": ("SourceOnlyTrainer_DemoFineTune", "source-only"),
-    "GLUA": ("GLUATrainer_DemoFineTune", "source-only"),
-}
-
-
-def _nnunet_command(name: str) -> list[str]:
-    """nnU-Net's console script ``name`` from this interpreter's environment (works without an activated venv)."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return [str(candidate)]
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"nnU-Net command {name} not found; is nnunetv2 installed in this environment?")
-    return [found]
+# benchmark rows the demo trains (each brings the source-only row it starts from); further rows of a later demo
+# option, such as a self-training stage, are appended here and run by the same runner
+DEMO_ROWS: tuple[str, ...] = ("source-only-continued", "glua")
+DEMO_SCHEDULE = "_Demo"
+DEMO_FINE_TUNE_SCHEDULE = "_DemoFineTune"
+GLUA_ROW = "glua"
 
 
 def planning_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -76,9 +96,38 @@ def planning_env(env: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True)
+@contextlib.contextmanager
+def _environ(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``changes`` applied for the block (``None`` removes a variable), restored afterwards:
+    the runner's commands inherit this process's environment."""
+    def apply(values: Mapping[str, str | None]) -> None:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    before = {name: os.environ.get(name) for name in changes}
+    try:
+        apply(changes)
+        yield
+    finally:
+        apply(before)
+
+
+class _Steps:
+    """Prints each step's header and records its wall time under a name."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, number: int, title: str, key: str) -> Iterator[None]:
+        print(f"\n=== {number}/{self.total} {title} ===", flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[key] = round(time.perf_counter() - start, 1)
 
 
 def _dataset_folder(root: Path, dataset_id: int) -> Path | None:
@@ -86,19 +135,86 @@ def _dataset_folder(root: Path, dataset_id: int) -> Path | None:
     return matches[0] if matches else None
 
 
-def _write_figures(out: Path, dataset_id: int, dataset_dir: Path, predictions: dict[str, Path], results_root: Path,
-                   configuration: str, translator_checkpoint: Path) -> dict[str, Path]:
-    """Target test slices (image, ground truth, each run's prediction), the local gap mask of the GLUA model on
+class DemoData(NamedTuple):
+    """What the demo's data preparation produced."""
+
+    dataset_dir: Path  # the adaptation dataset's raw folder
+    target_dir: Path  # its unlabelled target images, preprocessed with the source plans
+
+
+def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, seed: int, num_processes: int,
+                 configuration: str, runner: CommandRunner, steps: _Steps) -> DemoData:
+    """Steps 1-4: phantom, conversion, nnU-Net planning and preprocessing of the source domain, preprocessing of the
+    target images with the source plans; each skipped when its output exists."""
+    from nnunet_glua.data.target_preprocessing import preprocess_target
+    from nnunet_glua.phantom import make_phantom
+
+    dataset_id, upper_bound_id = task.dataset_ids[direction]
+    raw, preprocessed = Path(os.environ["nnUNet_raw"]), Path(os.environ["nnUNet_preprocessed"])
+    with steps.step(1, f"phantom ({task.phantom_kind})", "phantom"):
+        phantom_dir = workdir / f"phantom_{task.phantom_kind}"
+        if not phantom_dir.exists():
+            make_phantom(task.phantom_kind, phantom_dir, num_cases=num_cases, seed=seed, size=DEMO_PHANTOM_SIZE)
+        else:
+            print(f"exists: {phantom_dir}")
+    with steps.step(2, f"convert to a UDA dataset ({direction[:2]} -> {direction[3:]})", "convert"):
+        dataset_dir = _dataset_folder(raw, dataset_id)
+        if dataset_dir is None:
+            dataset_dir = task.convert(phantom_dir, direction, dataset_id, upper_bound_id, num_processes)
+        else:
+            print(f"exists: {dataset_dir}")
+    with steps.step(3, "nnU-Net planning and preprocessing (source domain)", "plan_and_preprocess"):
+        plans_file = preprocessed / dataset_dir.name / "nnUNetPlans.json"
+        if not (plans_file.exists() and (preprocessed / dataset_dir.name / f"nnUNetPlans_{configuration}").is_dir()):
+            removed = os.environ.keys() - planning_env(os.environ).keys()
+            with _environ(dict.fromkeys(removed)):
+                Executor(runner).execute(Command((
+                    nnunet_program("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration,
+                    "-np", str(num_processes), "-npfp", str(num_processes), "--verify_dataset_integrity")))
+        else:
+            print(f"exists: {plans_file}")
+    with steps.step(4, "target preprocessing with the source plans", "target_preprocessing"):
+        target_dir = preprocess_target(dataset_id, configuration, include_test=True, num_processes=num_processes)
+    return DemoData(dataset_dir, Path(target_dir))
+
+
+def demo_settings(dataset: "int | str | os.PathLike", seed: int, device: str, configuration: str,
+                  num_processes: int) -> ExperimentSettings:
+    """The benchmark settings of the demo's rows: :data:`DEMO_ROWS` with the demo schedules, one seed, fold 0,
+    the benchmark's default output folder, prediction without test-time mirroring."""
+    from nnunet_glua.experiments.settings import build_settings
+
+    return build_settings(dataset, configuration=configuration, fold=0, schedule=DEMO_SCHEDULE,
+                          fine_tune_schedule=DEMO_FINE_TUNE_SCHEDULE, seeds=(seed,), rows=DEMO_ROWS, device=device,
+                          num_processes=num_processes, test_time_mirroring=False)
+
+
+def train_translator(settings: ExperimentSettings, seed: int, device: str) -> Path:
+    """Step 5: the GLUA row's style translator, with the settings its trainer would use, in the results root where
+    that trainer looks for it. Returns its final checkpoint."""
+    from nnunet_glua.style.integration import ensure_translator
+    from nnunet_glua.training.variants import GLUATrainer_DemoFineTune
+
+    root = settings.results_root(seed, settings.row(GLUA_ROW))
+    with _environ({"nnUNet_results": str(root)}):
+        return Path(ensure_translator(settings.adaptation.id, settings.configuration, settings.plans, device=device,
+                                      log=print, config=GLUATrainer_DemoFineTune.translator_config()))
+
+
+def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translator_checkpoint: Path) -> dict[str, Path]:
+    """Target test slices (image, ground truth, each row's prediction), the local gap mask of the GLUA model on
     an unlabelled target patch, and the translator's last preview grid."""
     from nnunet_glua.data.target_preprocessing import target_folder
     from nnunet_glua.evaluation.figures import prediction_figure
     from nnunet_glua.evaluation.gap_figure import gap_mask_figure
 
+    dataset = settings.adaptation
+    predictions = {row.label: settings.prediction_folder(seed, row) for row in settings.rows}
     figures = {"predictions": prediction_figure(
-        dataset_dir / "imagesTs", dataset_dir / "labelsTs", predictions, out / "target_test_predictions.png",
-        title=f"{dataset_dir.name}: target test set, fold 0 ({configuration})")}
-    glua_fold = results_root / f"{DEMO_TRAINERS['GLUA'][0]}__nnUNetPlans__{configuration}" / "fold_0"
-    figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(dataset_id, configuration),
+        dataset.images_ts, dataset.labels_ts, predictions, out / "target_test_predictions.png",
+        title=f"{dataset.name}: target test set, fold 0 ({settings.configuration})")}
+    glua_fold = settings.fold_folder(seed, settings.row(GLUA_ROW))
+    figures["gap_mask"] = Path(gap_mask_figure(glua_fold, target_folder(dataset.id, settings.configuration),
                                                out / "local_gap_mask.png")["png"])
     preview = translator_checkpoint.parent / "previews" / "latest.png"
     if preview.is_file():
@@ -119,131 +235,67 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
 
 
 def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu",
-             configuration: str = DEMO_CONFIGURATION, direction: str = DEMO_DIRECTION) -> dict:
-    """Run the steps listed in the module docstring; returns a summary dict (also written to ``workdir``)."""
-    dataset_id, upper_bound_id = DEMO_DATASET_IDS[direction]
-    from nnunet_glua.conversion.mmwhs import convert_mmwhs
-    from nnunet_glua.phantom import make_phantom
-    from nnunet_glua.data.target_preprocessing import preprocess_target
-    from nnunet_glua.evaluation.evaluate import evaluate_dataset, write_evaluation
+             configuration: str = DEMO_CONFIGURATION, direction: str = DEMO_DIRECTION, task: str = DEMO_TASK,
+             runner: CommandRunner | None = None) -> dict[str, Any]:
+    """Run the steps listed in the module docstring in ``workdir`` with nnU-Net's folders taken from the
+    environment; ``runner`` executes the external commands (default: as subprocesses).
+
+    Returns a summary (dataset, plans, translator, the rows' evaluation files and wall times, figures), also written
+    to ``workdir/demo_summary.json``. Errors of the benchmark runner
+    (:class:`~nnunet_glua.experiments.errors.BenchmarkError`) name the file at fault and what to do.
+    """
+    from nnunet_glua.experiments.benchmark import execute_benchmark
     from nnunet_glua.paths import ensure_trainer_folder_registered
 
+    runner = runner or subprocess_runner
+    demo_task = DEMO_TASKS[task]
     ensure_trainer_folder_registered()
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
-    raw = Path(os.environ["nnUNet_raw"])
-    preprocessed = Path(os.environ["nnUNet_preprocessed"])
-    timings: dict[str, float] = {}
+    steps = _Steps(total=7)
+    data = prepare_data(workdir, demo_task, direction, num_cases, seed, num_processes, configuration, runner, steps)
+    settings = demo_settings(data.dataset_dir, seed, device, configuration, num_processes)
+    with steps.step(5, "style translator (global alignment), CPU-sized", "translator"):
+        translator = train_translator(settings, seed, device)
+    with steps.step(6, f"train, predict and evaluate: rows {', '.join(r.label for r in settings.rows)}, seed {seed}",
+                    "rows"):
+        # augmentation worker processes only compete for the few cores of a CPU run
+        with _environ({"nnUNet_n_proc_DA": "0"} if device == "cpu" else {}):
+            report = execute_benchmark(settings, runner, print_report=False)
+    with steps.step(7, "pictures", "pictures"):
+        figures = _write_figures(workdir / "figures" / settings.adaptation.name / configuration, settings, seed,
+                                 translator)
 
-    def step(name: str) -> float:
-        print(f"\n=== {name} ===", flush=True)
-        return time.perf_counter()
-
-    t = step("1/8 phantom (MMWHS layout)")
-    phantom_dir = workdir / "phantom_cardiac"
-    if not phantom_dir.exists():
-        make_phantom("cardiac", phantom_dir, num_cases=num_cases, seed=seed, size=DEMO_PHANTOM_SIZE)
-    else:
-        print(f"exists: {phantom_dir}")
-    timings["phantom"] = time.perf_counter() - t
-
-    t = step(f"2/8 convert to a UDA dataset ({direction[:2]} -> {direction[3:]})")
-    dataset_dir = _dataset_folder(raw, dataset_id)
-    if dataset_dir is None:
-        dataset_dir = convert_mmwhs(phantom_dir, direction, dataset_id, upper_bound_id=upper_bound_id,
-                                    num_processes=num_processes)
-    else:
-        print(f"exists: {dataset_dir}")
-    timings["convert"] = time.perf_counter() - t
-
-    t = step("3/8 nnU-Net planning and preprocessing (source domain)")
-    plans_file = preprocessed / dataset_dir.name / "nnUNetPlans.json"
-    config_data = preprocessed / dataset_dir.name / f"nnUNetPlans_{configuration}"
-    if not (plans_file.exists() and config_data.is_dir()):
-        _run(_nnunet_command("nnUNetv2_plan_and_preprocess")
-             + ["-d", str(dataset_id), "-c", configuration, "-np", str(num_processes),
-                "-npfp", str(num_processes), "--verify_dataset_integrity"], planning_env(os.environ))
-    else:
-        print(f"exists: {plans_file}")
-    timings["plan_and_preprocess"] = time.perf_counter() - t
-
-    t = step("4/8 target preprocessing with the source plans")
-    target_dir = preprocess_target(dataset_id, configuration, include_test=True,
-                                   num_processes=num_processes)
-    timings["target_preprocessing"] = time.perf_counter() - t
-
-    t = step("5/8 style translator (global alignment), CPU-sized")
-    from nnunet_glua.style.integration import ensure_translator
-    from nnunet_glua.training.variants import GLUATrainer_DemoFineTune
-    translator = ensure_translator(dataset_id, configuration, device=device, log=print,
-                                   config=GLUATrainer_DemoFineTune.translator_config())
-    timings["translator"] = time.perf_counter() - t
-
-    train_env = dict(os.environ, GLUA_SEED=str(seed))
-    if device == "cpu":
-        train_env["nnUNet_n_proc_DA"] = "0"  # worker processes only compete for the few cores
-    results_root = Path(os.environ["nnUNet_results"]) / dataset_dir.name
-    predictions = {}
-    models = {name: results_root / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
-              for name, (trainer, _) in DEMO_TRAINERS.items()}
-    for name, (trainer, starts_from) in DEMO_TRAINERS.items():
-        t = step(f"6/8 train {name} ({trainer}, fold 0"
-                 + (f", starting from the {starts_from} model)" if starts_from else ")"))
-        model = models[name]
-        if not (model / "checkpoint_final.pth").exists():
-            if (model / "checkpoint_latest.pth").exists():
-                start = ["--c"]  # an interrupted training continues from its own checkpoint
-            elif starts_from is not None:
-                start = ["-pretrained_weights", str(models[starts_from] / "checkpoint_final.pth")]
-            else:
-                start = []
-            _run(_nnunet_command("nnUNetv2_train") + [str(dataset_id), configuration, "0", "-tr", trainer,
-                                                      "-device", device, *start], train_env)
-        else:
-            print(f"exists: {model / 'checkpoint_final.pth'}")
-        timings[f"train {name}"] = time.perf_counter() - t
-
-        t = step(f"7/8 predict and evaluate {name}")
-        pred = workdir / "predictions" / dataset_dir.name / configuration / name
-        if not (pred / "evaluation.json").exists():
-            _run(_nnunet_command("nnUNetv2_predict") + [
-                "-i", str(dataset_dir / "imagesTs"), "-o", str(pred), "-d", str(dataset_id), "-c",
-                configuration, "-tr", trainer, "-f", "0", "-device", device, "-npp", "0", "-nps", "0",
-                "--disable_tta"],
-                dict(os.environ))
-            write_evaluation(evaluate_dataset(dataset_id, pred, num_processes=num_processes, run_name=name), pred)
-        predictions[name] = pred
-        timings[f"predict+evaluate {name}"] = time.perf_counter() - t
-
-    t = step("8/8 pictures")
-    figures = _write_figures(workdir / "figures" / dataset_dir.name / configuration, dataset_id, dataset_dir,
-                             predictions, results_root, configuration, Path(translator))
-    timings["pictures"] = time.perf_counter() - t
-
-    plans = json.loads(plans_file.read_text())
-    config = plans["configurations"][configuration]
+    config = settings.plans_content["configurations"][configuration]
+    upper_bound_id = demo_task.dataset_ids[direction][1]
+    dataset = settings.adaptation
     summary = {
-        "dataset": dataset_dir.name,
-        "raw_dataset": str(dataset_dir),
-        "upper_bound_dataset": str(_dataset_folder(raw, upper_bound_id)),
-        "plans": str(plans_file),
+        "dataset": dataset.name,
+        "raw_dataset": str(dataset.folder),
+        "upper_bound_dataset": str(_dataset_folder(dataset.folder.parent, upper_bound_id)),
+        "plans": str(settings.plans_file),
         "configuration": configuration,
         "patch_size": config["patch_size"],
         "spacing": config["spacing"],
         "batch_size": config["batch_size"],
-        "source_cases": len(list((dataset_dir / "imagesTr").glob("*.nii.gz"))),
-        "unlabelled_target_cases": len(list((dataset_dir / "imagesTargetTr").glob("*.nii.gz"))),
-        "target_test_cases": len(list((dataset_dir / "imagesTs").glob("*.nii.gz"))),
-        "target_preprocessed": str(target_dir),
+        "source_cases": len(list((dataset.folder / "imagesTr").glob(f"*{dataset.file_ending}"))),
+        "unlabelled_target_cases": len(list((dataset.folder / "imagesTargetTr").glob(f"*{dataset.file_ending}"))),
+        "target_test_cases": len(settings.test_cases),
+        "target_preprocessed": str(data.target_dir),
         "translator": str(translator),
-        "evaluations": {name: str(p / "evaluation.json") for name, p in predictions.items()},
+        "benchmark": str(settings.out),
+        "test_time_mirroring": settings.test_time_mirroring,
+        "evaluations": {row.label: str(settings.evaluation_folder(seed, row) / "evaluation.json")
+                        for row in settings.rows},
         "figures": {name: str(p) for name, p in figures.items()},
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "seconds": {**steps.seconds, **{f"row {label}": row["seeds"][str(seed)]["wall_time_s"]["total_s"]
+                                        for label, row in report["rows"].items()}},
     }
-    (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, workdir / "demo_summary.json")
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``glua_demo``; returns the exit status (0 on success, 1 when a step fails)."""
     parser = argparse.ArgumentParser(
         prog="glua_demo",
         description="Run the main job on the built-in cardiac phantom (default: CT source, MR target): phantom -> "
@@ -261,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("-c", "--configuration", default=DEMO_CONFIGURATION, choices=("2d", "3d_fullres"),
                         help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
-    parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_DATASET_IDS),
+    parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_TASKS[DEMO_TASK].dataset_ids),
                         help=f"source and target modality (default: {DEMO_DIRECTION}, CT labelled, MR unlabelled)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"),
                         help="device for the translator, the trainings and prediction (default: cpu)")
@@ -272,17 +324,22 @@ def main(argv: list[str] | None = None) -> None:
     if not args.use_env_paths:
         set_nnunet_paths(workdir)
     started = time.perf_counter()
-    summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
-                       args.direction)
+    try:
+        summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
+                           args.direction)
+    except BenchmarkError as e:
+        print(f"glua_demo: error: {e}", file=sys.stderr)
+        return 1
     print("\n=== produced ===")
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
-    from nnunet_glua.experiments.rows import LOWER_ROW
     from nnunet_glua.evaluation.report import comparison_markdown
-    print("\n" + comparison_markdown({name: path for name, path in summary["evaluations"].items()}, lower=LOWER_ROW,
+    from nnunet_glua.experiments.rows import LOWER_ROW
+    print("\n" + comparison_markdown(dict(summary["evaluations"]), lower=LOWER_ROW,
                                       title=f"Target ({summary['dataset']}) test set, fold 0"))
     print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
