@@ -57,3 +57,28 @@ def test_bad_stage_index_is_explained():
         FeatureTapUNet(_unet("plain"), feature_stages=(5,))
     with pytest.raises(TypeError, match="not a dynamic_network_architectures U-Net"):
         FeatureTapUNet(nn.Conv3d(1, 1, 1))
+
+
+@pytest.mark.parametrize("deep_supervision", [True, False])
+def test_samples_past_num_segmented_stop_at_the_tapped_stage(deep_supervision):
+    """Target samples need only the aligned stage: their logits are not computed, and what the first samples get
+    is unchanged (instance normalisation keeps samples apart)."""
+    torch.manual_seed(0)
+    unet = _unet("plain", deep_supervision=deep_supervision).eval()
+    tap = FeatureTapUNet(unet, feature_stages=(1,))
+    x = torch.randn(5, 1, 16, 16, 16)
+    calls = []
+    hooks = [head.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+             for head in unet.decoder.seg_layers]
+    hooks += [unet.decoder.stages[-1].register_forward_hook(lambda m, args, out: calls.append(out.shape[0]))]
+    with torch.no_grad():
+        full_logits, full_features = tap(x, return_features=True)
+        calls.clear()
+        logits, features = tap(x, return_features=True, num_segmented=2)
+    for h in hooks:
+        h.remove()
+    assert calls and all(n == 2 for n in calls), "heads and the finest stage must see the 2 segmented samples only"
+    assert torch.allclose(features[0], full_features[0], atol=1e-6) and features[0].shape[0] == 5
+    full_logits = full_logits if deep_supervision else [full_logits]
+    logits = logits if deep_supervision else [logits]
+    assert all(torch.allclose(a[:2], b, atol=1e-5) for a, b in zip(full_logits, logits))

@@ -440,3 +440,93 @@ def test_trainer_classes_are_written_once_and_listed_by_one_command():
                  "SourceOnlyTrainer_StructureShift_DemoFineTune", "GLUATrainer_NoStructureShift"):
         assert re.search(rf"^\s+{name}\s", out, re.M), name
     assert f"{len(variants.TRAINERS)} trainers" in out
+
+
+# ---------------------------------------------------------------------------------------------------- host syncs
+_HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+
+
+def _count_host_reads_from(modules: tuple[str, ...], monkeypatch) -> list[str]:
+    """Patch the Tensor methods that make the host wait for the device; record the calls made from ``modules``."""
+    import sys
+
+    calls: list[str] = []
+    for name in _HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1)
+            if any(caller.f_code.co_filename.endswith(m) for m in modules):
+                calls.append(f"{_name} in {caller.f_code.co_name}")
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return calls
+
+
+def _device_path(trainer) -> None:
+    """The CUDA code path on the CPU: a GradScaler makes the step keep its divergence checks on the device."""
+    trainer.grad_scaler = torch.amp.GradScaler("cpu")
+    trainer.components.disc_scaler = torch.amp.GradScaler("cpu")
+
+
+def test_the_training_step_reads_from_the_device_once(planned_dataset, tiny_translator, single_threaded_augmentation,
+                                                      monkeypatch):
+    trainer = _make(_tiny_glua(), planned_dataset, fold=0)
+    trainer.on_train_start()
+    try:
+        _device_path(trainer)
+        trainer.on_train_epoch_start()
+        batch = next(trainer.dataloader_train)
+        ours = ("training/glua_trainer.py", "training/glua_components.py", "alignment/discriminator.py",
+                "alignment/local_mask.py", "alignment/losses.py", "training/feature_unet.py",
+                "training/augmentation.py")
+        calls = _count_host_reads_from(ours, monkeypatch)
+        out = trainer.train_step(batch)
+        monkeypatch.undo()
+        # one copy to the host, then read there
+        assert calls == ["cpu in _read_step_values", "tolist in _read_step_values"], calls
+        assert np.isfinite(out["glua_align_loss"]) and out["glua_translated_fraction"] > 0
+    finally:
+        trainer.components.shutdown()
+
+
+def test_on_the_device_path_a_diverged_step_is_skipped_then_reported(planned_dataset, tiny_translator,
+                                                                     single_threaded_augmentation):
+    from nnunet_glua.training.glua_components import AdversarialDivergenceError
+
+    trainer = _make(_tiny_glua(), planned_dataset, fold=0)
+    trainer.on_train_start()
+    try:
+        _device_path(trainer)
+        trainer.on_train_epoch_start()
+        real_loss = trainer.loss
+        trainer.loss = lambda output, target: real_loss(output, target) * float("nan")
+        before = {k: v.clone() for k, v in trainer._tap().state_dict().items()}
+        with pytest.raises(AdversarialDivergenceError, match="segmentation loss = nan"):
+            trainer.train_step(next(trainer.dataloader_train))
+        assert all(torch.equal(before[k], v) for k, v in trainer._tap().state_dict().items())
+    finally:
+        trainer.components.shutdown()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_training_step_synchronises_once(planned_dataset, tiny_translator, single_threaded_augmentation):
+    import warnings
+
+    plans, dataset_json = _plans_and_json(planned_dataset)
+    trainer = _tiny_glua()(plans, "3d_fullres", 0, dataset_json, torch.device("cuda"))
+    trainer.on_train_start()
+    try:
+        trainer.on_train_epoch_start()
+        trainer.train_step(next(trainer.dataloader_train))  # warm-up: first-step allocations
+        batch = next(trainer.dataloader_train)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train_step(batch)
+        torch.cuda.set_sync_debug_mode("default")
+        syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+        assert len(syncs) <= 1, [str(w.message) for w in syncs]
+    finally:
+        trainer.components.shutdown()

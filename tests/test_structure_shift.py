@@ -79,7 +79,49 @@ def test_invalid_settings_are_refused():
         shift_structure_intensities(data, seg, 1.0, 1.5, torch.Generator())
 
 
-def test_source_only_structure_shift_trainer_shifts_the_batch_it_trains_on(monkeypatch):
+def _trainer_pipeline(trainer_class, dims: int = 3):
+    import numpy as np
+
+    patch = (12, 14, 16)[:dims]
+    return trainer_class.get_training_transforms(np.array(patch), ((0, 0),) * 3, [[1] * dims, [0.5] * dims], (0, 1),
+                                                 False, use_mask_for_norm=[False], ignore_label=None)
+
+
+def test_shift_runs_in_the_augmentation_before_every_intensity_transform():
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    from nnunet_glua.training.augmentation import AppendValidityChannel
+    from nnunet_glua.training.structure_shift import StructureShiftTransform
+
+    steps = _trainer_pipeline(variants.SourceOnlyTrainer_StructureShift).transforms
+    kinds = [type(t) for t in steps]
+    shift_at = kinds.index(StructureShiftTransform)
+    assert kinds[shift_at - 1] is SpatialTransform
+    first_intensity = next(i for i, t in enumerate(steps) if isinstance(t, RandomTransform))
+    assert shift_at < first_intensity
+    assert StructureShiftTransform not in map(type, _trainer_pipeline(variants.SourceOnlyTrainer).transforms)
+    # GLUA's pipeline also keeps nnU-Net's padding marker as a last segmentation channel
+    glua = [type(t) for t in _trainer_pipeline(variants.GLUATrainer).transforms]
+    assert StructureShiftTransform in glua and AppendValidityChannel in glua
+    published = [type(t) for t in _trainer_pipeline(variants.GLUATrainer_NoStructureShift).transforms]
+    assert StructureShiftTransform not in published and AppendValidityChannel in published
+
+
+def test_shift_transform_moves_each_structure_and_keeps_the_rest():
+    from nnunet_glua.training.structure_shift import StructureShiftTransform
+
+    data, seg = _batch(b=1)
+    torch.manual_seed(0)
+    out = StructureShiftTransform(1.0, 1.0)(image=data[0].clone(), segmentation=seg[0].clone())
+    delta = out["image"] - data[0]
+    assert torch.equal(delta[seg[0] <= 0], torch.zeros_like(delta[seg[0] <= 0]))
+    for label in (1, 2):
+        values = delta[seg[0] == label]
+        assert bool((values != 0).all()) and torch.allclose(values, values[0].expand_as(values))
+
+
+def test_in_step_shift_when_the_shift_is_not_part_of_the_augmentation(monkeypatch):
     seen = {}
 
     def fake_step(self, batch):
@@ -89,14 +131,19 @@ def test_source_only_structure_shift_trainer_shifts_the_batch_it_trains_on(monke
     monkeypatch.setattr(source_only.SeededTrainer, "train_step", fake_step)
     trainer = object.__new__(variants.SourceOnlyTrainer_StructureShift)
     trainer.random_streams = RandomStreams(3, 0)
-    trainer.label_manager = type("Labels", (), {"ignore_label": None})()
+    trainer.label_manager = type("Labels", (), {"ignore_label": None, "all_labels": [0, 1, 2]})()
     trainer.structure_shift_probability = 1.0
+    trainer.shift_before_augmentation = False
     data, seg = _batch()
     # deep supervision: the full-resolution target comes first
     trainer.train_step({"data": data, "target": [seg, seg[:, :, ::2, ::2]]})
     delta = seen["data"] - data
     assert torch.equal(delta[seg <= 0], torch.zeros_like(delta[seg <= 0]))
     assert bool((delta[seg == 1] != 0).all())
+    # with the shift in the augmentation, the step leaves the batch alone
+    trainer.shift_before_augmentation = True
+    trainer.train_step({"data": data, "target": [seg, seg[:, :, ::2, ::2]]})
+    assert torch.equal(seen["data"], data)
 
 
 def test_region_based_label_sets_are_refused_with_advice():

@@ -66,40 +66,43 @@ class StageDiscriminators(nn.Module):
 
 def update_discriminators(discriminator: nn.Module, optimizer: torch.optim.Optimizer,
                           scaler: torch.amp.GradScaler | None, source_features: Sequence[torch.Tensor],
-                          target_features: Sequence[torch.Tensor], target_valid_voxels: torch.Tensor,
-                          min_valid_fraction: float,
-                          check: Callable[[torch.Tensor], None] | None = None) -> tuple[float, float, float]:
+                          target_features: Sequence[torch.Tensor], source_valid_voxels: torch.Tensor,
+                          target_valid_voxels: torch.Tensor, min_valid_fraction: float,
+                          guard: Callable[[torch.Tensor], torch.Tensor] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step of ``discriminator`` (a :class:`StageDiscriminators`, possibly DDP-wrapped) on detached
-    features: source locations towards :data:`SOURCE_LABEL`, valid target locations towards :data:`TARGET_LABEL`.
+    features: valid source locations towards :data:`SOURCE_LABEL`, valid target locations towards
+    :data:`TARGET_LABEL`.
 
-    ``source_features`` / ``target_features``: one ``(B_s | B_t, C, *S)`` tensor per stage;
-    ``target_valid_voxels``: ``(B_t, 1, *patch)`` bool, True inside the target image. Source and target go through
-    the discriminator in one call, concatenated along the batch axis, so DDP's gradient hooks fire once per
-    parameter. Source locations all count as valid; target locations outside the image are skipped.
-    ``check(loss)`` runs before the backward pass (it may raise to stop a diverged update on every rank).
-    ``scaler``: AMP's GradScaler on CUDA, ``None`` on the CPU. Returns (loss, accuracy on source locations,
-    accuracy on valid target locations; NaN when there is none).
+    ``source_features`` / ``target_features``: one ``(B_s | B_t, C, *S)`` tensor per stage; ``source_valid_voxels``
+    ``(B_s, 1, *patch)`` and ``target_valid_voxels`` ``(B_t, 1, *patch)``: bool, True inside the image, so padding
+    and the outside of the body count alike in both domains (else "zero padding means source" would be learnt).
+    Source and target go through the discriminator in one call, concatenated along the batch axis, so DDP's gradient
+    hooks fire once per parameter. ``guard(loss)`` runs before the backward pass and returns the loss to step with
+    (it may raise, or return NaN so that the AMP ``scaler`` skips the step). ``scaler``: AMP's GradScaler on CUDA,
+    ``None`` on the CPU. Returns 0-d tensors on the device, without waiting for it: the loss, the accuracy on valid
+    source locations and on valid target locations (NaN where there are none).
     """
     n_s = source_features[0].shape[0]
     device = source_features[0].device
     amp = torch.autocast(device.type, enabled=True) if device.type == "cuda" else contextlib.nullcontext()
     optimizer.zero_grad(set_to_none=True)
     threshold = 0.5 * (SOURCE_LABEL + TARGET_LABEL)
+    correct_s = correct_t = n_vs = n_vt = torch.zeros((), device=device)
     with amp:
         scores = discriminator([torch.cat((s, t), 0) for s, t in zip(source_features, target_features)])
-        losses, correct_s, correct_t, n_vs, n_vt = [], 0.0, 0.0, 0, 0
+        losses = []
         for sc in scores:
             s_sc, t_sc = sc[:n_s], sc[n_s:]
-            valid_s = torch.ones_like(s_sc, dtype=torch.bool)
+            valid_s = valid_feature_locations(source_valid_voxels, tuple(s_sc.shape[2:]), min_valid_fraction)
             valid_t = valid_feature_locations(target_valid_voxels, tuple(t_sc.shape[2:]), min_valid_fraction)
             losses.append(discriminator_loss(s_sc, t_sc, valid_s, valid_t))
-            correct_s += float((s_sc.detach() > threshold).sum())
-            correct_t += float(((t_sc.detach() < threshold) & valid_t).sum())
-            n_vs += valid_s.numel()
-            n_vt += int(valid_t.sum())
+            correct_s = correct_s + ((s_sc.detach() > threshold) & valid_s).sum()
+            correct_t = correct_t + ((t_sc.detach() < threshold) & valid_t).sum()
+            n_vs, n_vt = n_vs + valid_s.sum(), n_vt + valid_t.sum()
         loss = torch.stack(losses).mean()
-    if check is not None:
-        check(loss.detach())
+    if guard is not None:
+        loss = guard(loss)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -107,4 +110,4 @@ def update_discriminators(discriminator: nn.Module, optimizer: torch.optim.Optim
     else:
         loss.backward()
         optimizer.step()
-    return float(loss.detach()), correct_s / max(1, n_vs), (correct_t / n_vt) if n_vt else float("nan")
+    return loss.detach(), correct_s / n_vs, correct_t / n_vt

@@ -7,8 +7,6 @@ selected (hard mask), or every valid location gets a weight that grows with its 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -48,15 +46,15 @@ def top_fraction_mask(gap: torch.Tensor, valid: torch.Tensor, ratio: float) -> t
     if gap.shape != valid.shape:
         raise ValueError(f"gap {tuple(gap.shape)} and valid {tuple(valid.shape)} must have the same shape")
     b = gap.shape[0]
-    flat_gap = gap.reshape(b, -1).float().masked_fill(~valid.reshape(b, -1), float("-inf"))
-    n_valid = valid.reshape(b, -1).sum(dim=1)
-    mask = torch.zeros_like(flat_gap, dtype=torch.bool)
-    for i in range(b):  # k differs per sample; B is small (nnU-Net batch size)
-        k = math.ceil(ratio * int(n_valid[i]))
-        if k > 0:
-            mask[i, flat_gap[i].topk(k).indices] = True
-    return mask.reshape(gap.shape)
-
+    flat_valid = valid.reshape(b, -1)
+    flat_gap = gap.reshape(b, -1).float().masked_fill(~flat_valid, float("-inf"))
+    k = torch.ceil(ratio * flat_valid.sum(dim=1, keepdim=True).float())
+    # rank of every location within its sample (0 = largest gap), without per-sample Python loops: k differs per
+    # sample, and a loop would wait for the device to learn it
+    order = flat_gap.argsort(dim=1, descending=True, stable=True)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
+    return ((ranks < k) & flat_valid).reshape(gap.shape)
 
 def soft_gap_weights(gap: torch.Tensor, valid: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Soft alternative to the hard mask: weights ``softmax(gap / (temperature * mean_gap))`` over each sample's

@@ -91,7 +91,9 @@ def augmentation_settings_from_trainer(trainer: nnUNetTrainer) -> AugmentationSe
 
 def _strip(transform: BasicTransform) -> BasicTransform:
     if isinstance(transform, ComposeTransforms):
-        transform.transforms = [_strip(t) for t in transform.transforms if not isinstance(t, _DROPPED_TRANSFORMS)]
+        # and what a trainer adds for its labelled source batch only (structure shift, validity channel)
+        transform.transforms = [_strip(t) for t in transform.transforms if not isinstance(t, _DROPPED_TRANSFORMS)
+                                and not getattr(t, "labelled_source_only", False)]
     return transform
 
 

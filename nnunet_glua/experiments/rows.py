@@ -71,6 +71,9 @@ ROWS: tuple[Row, ...] = (
         "intensity shift", ablation=True, starts_from=_START),
     Row("source-only-structure-shift", "source-only + structure shift", "SourceOnlyTrainer_StructureShift",
         "plain nnU-Net with the structure-wise intensity shift, no adaptation", ablation=True, starts_from=_START),
+    Row("glua-late-translation", "GLUA: translation after augmentation", "GLUATrainer_LateTranslation",
+        "translation and structure shift applied to the augmented batch in the training step (the earlier order)",
+        ablation=True, starts_from=_START),
 )
 
 

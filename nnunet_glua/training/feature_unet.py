@@ -68,23 +68,31 @@ class FeatureTapUNet(nn.Module):
             out.append(convs[-1].out_channels)
         return out
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, num_segmented: int | None = None):
+        """``num_segmented`` (with ``return_features``): only the first ``num_segmented`` samples need logits (the
+        labelled source part of a source + target batch); the others stop at the last tapped stage, so decoder
+        stages finer than it and every segmentation head run on the first part only. Logits then have
+        ``num_segmented`` samples, features all of them. Static shapes: ``torch.compile`` sees one graph."""
         skips = self.encoder(x)
         decoder = self.decoder
         lres = skips[-1]
         seg_outputs = []
         features: dict[int, torch.Tensor] = {}
         last = len(decoder.stages) - 1
+        n = x.shape[0] if num_segmented is None or not return_features else int(num_segmented)
+        last_tapped = max(self.feature_stages)
         for s in range(len(decoder.stages)):
             y = decoder.transpconvs[s](lres)
-            y = torch.cat((y, skips[-(s + 2)]), 1)
+            y = torch.cat((y, skips[-(s + 2)][:y.shape[0]]), 1)
             y = decoder.stages[s](y)
-            if decoder.deep_supervision:
-                seg_outputs.append(decoder.seg_layers[s](y))
-            elif s == last:
-                seg_outputs.append(decoder.seg_layers[-1](y))
             if s in self.feature_stages:
                 features[s] = y
+            if s == last_tapped and return_features:
+                y = y[:n]
+            if decoder.deep_supervision:
+                seg_outputs.append(decoder.seg_layers[s](y[:n]))
+            elif s == last:
+                seg_outputs.append(decoder.seg_layers[-1](y[:n]))
             lres = y
         seg_outputs = seg_outputs[::-1]
         logits = seg_outputs if decoder.deep_supervision else seg_outputs[0]

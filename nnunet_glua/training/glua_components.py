@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
-from filelock import FileLock
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -26,6 +24,7 @@ from nnunet_glua.alignment.discriminator import StageDiscriminators, update_disc
 from nnunet_glua.data.patch_loader import augmentation_settings_from_trainer, make_augmenter, make_patch_loader
 from nnunet_glua.data.target_preprocessing import preprocess_target, target_folder
 from nnunet_glua.data.uda_dataset_info import load_uda_info
+from nnunet_glua.training.rank_zero import run_on_rank_zero_first
 
 
 class AdversarialDivergenceError(RuntimeError):
@@ -46,8 +45,9 @@ class GLUAComponents:
     """Everything GLUATrainer adds to nnU-Net's trainer state. See the module docstring."""
 
     device: torch.device
-    translator: Any | None = None
+    translator: Any | None = None  # only when translating inside the step (translate_before_augmentation off)
     translator_checkpoint: str | None = None
+    translator_identity: dict | None = None
     target_loader: Any | None = None
     target_cases: tuple[str, ...] = ()
     discriminator: nn.Module | None = None  # DDP-wrapped under DDP: use it for the discriminator's own update
@@ -76,16 +76,18 @@ class GLUAComponents:
 
     # -------------------------------------------------------------- discriminator
     def update_discriminator(self, source_features: Sequence[torch.Tensor], target_features: Sequence[torch.Tensor],
-                             target_valid_voxels: torch.Tensor, min_valid_fraction: float,
-                             check: Callable[[torch.Tensor], None] | None = None) -> tuple[float, float, float]:
+                             source_valid_voxels: torch.Tensor, target_valid_voxels: torch.Tensor,
+                             min_valid_fraction: float, guard: Callable[[torch.Tensor], torch.Tensor] | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of the discriminators (:func:`~nnunet_glua.alignment.discriminator.update_discriminators`)."""
         return update_discriminators(self.discriminator, self.disc_optimizer, self.disc_scaler, source_features,
-                                     target_features, target_valid_voxels, min_valid_fraction, check)
+                                     target_features, source_valid_voxels, target_valid_voxels, min_valid_fraction,
+                                     guard)
 
     # -------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:
         state: dict[str, Any] = {"settings": dict(self.settings), "translator_checkpoint": self.translator_checkpoint,
-                                 "translator_identity": getattr(self.translator, "identity_dict", lambda: None)()}
+                                 "translator_identity": self.translator_identity}
         if self.discriminator_module is not None:
             state["discriminator"] = self.discriminator_module.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
@@ -100,7 +102,7 @@ class GLUAComponents:
             raise RuntimeError("the checkpoint was trained with other GLUA settings; resume with the trainer class "
                                "that wrote it. Differences (checkpoint, now): " + str(changed))
         saved_id = state.get("translator_identity")
-        now_id = getattr(self.translator, "identity_dict", lambda: None)()
+        now_id = self.translator_identity
         if saved_id is not None and now_id is not None and saved_id != now_id:
             raise RuntimeError(f"the checkpoint was trained with translator {saved_id}, but {now_id} is loaded "
                                f"now; resuming would mix two target-style generators")
@@ -129,15 +131,29 @@ class GLUAComponents:
             finish()
 
 
-def _rank_zero_first(trainer, lock_path: Path, work) -> None:
-    """Run ``work()`` on rank 0 under a file lock (other processes, e.g. other folds, may want the same thing),
-    then let every DDP rank continue."""
-    if trainer.local_rank == 0:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
-            work()
-    if trainer.is_ddp:
-        dist.barrier()
+def _rank_zero_first(trainer, lock_path: Path, what: str, work: Callable[[], object]) -> None:
+    """Run ``work()`` on rank 0 under a file lock (other processes, e.g. other folds, may want the same thing) and
+    return on every DDP rank once it is done; ``what`` names it in errors. The other ranks wait outside any
+    collective (see :mod:`nnunet_glua.training.rank_zero`): the work can outlast the process group's timeout."""
+    run_on_rank_zero_first(work, lock_path, what, distributed=trainer.is_ddp)
+
+
+def _build_lock(trainer) -> Path:
+    """The lock file behind which the target data, the translator and the translated copies of one dataset, plans
+    and configuration are built (shared by every fold and rank)."""
+    dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
+    return Path(os.environ["nnUNet_results"]) / dataset / f".glua_build_{plans}_{trainer.configuration_name}.lock"
+
+
+def _ensure_translator(trainer, lock: Path) -> None:
+    """Train the style translator on rank 0 if it does not exist yet (with the trainer's translator configuration and
+    the run's translator seed); every rank returns once it exists."""
+    from nnunet_glua.style.integration import ensure_translator
+
+    _rank_zero_first(trainer, lock, "building the style translator", lambda: ensure_translator(
+        trainer.plans_manager.dataset_name, trainer.configuration_name, trainer.plans_manager.plans_name,
+        config=trainer.translator_config(), device=trainer.device, seed=trainer.random_streams.seed_of("translator"),
+        log=trainer.print_to_log_file))
 
 
 def build_components(trainer) -> GLUAComponents:
@@ -161,10 +177,11 @@ def build_components(trainer) -> GLUAComponents:
         "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers", "structure_shift",
         "structure_shift_probability")}
     comp.settings["feature_stages"] = trainer._tap().feature_stages
-    lock = Path(os.environ["nnUNet_results"]) / dataset / f".glua_build_{plans_identifier}_{configuration}.lock"
+    lock = _build_lock(trainer)
 
     if trainer.use_feature_alignment:
-        _rank_zero_first(trainer, lock, lambda: preprocess_target(dataset, configuration, plans_identifier))
+        _rank_zero_first(trainer, lock, "preprocessing the unlabelled target images",
+                         lambda: preprocess_target(dataset, configuration, plans_identifier))
         batch_size = trainer.target_batch_size or max(1, int(trainer.batch_size * trainer.target_batch_fraction))
         loader = make_patch_loader(target_folder(dataset, configuration, plans_identifier, split="train"),
                                    trainer.configuration_manager, batch_size=batch_size, identifiers=target_cases,
@@ -185,15 +202,48 @@ def build_components(trainer) -> GLUAComponents:
             comp.discriminator = DDP(module, device_ids=device_ids)
         else:
             comp.discriminator = module
-        comp.disc_optimizer = torch.optim.Adam(module.parameters(), lr=trainer.disc_lr, betas=trainer.disc_betas)
+        # fused on CUDA: its AMP step skips a non-finite update on the device, without a host synchronisation
+        comp.disc_optimizer = torch.optim.Adam(module.parameters(), lr=trainer.disc_lr, betas=trainer.disc_betas,
+                                               fused=trainer.device.type == "cuda")
         comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
 
     if trainer.use_translation:
-        from nnunet_glua.style.integration import ensure_translator, load_translator_for
+        from nnunet_glua.style.integration import load_translator_for
 
-        _rank_zero_first(trainer, lock, lambda: ensure_translator(
-            dataset, configuration, plans_identifier, config=trainer.translator_config(), device=trainer.device,
-            seed=trainer.random_streams.seed_of("translator"), log=trainer.print_to_log_file))
-        comp.translator, comp.translator_checkpoint = load_translator_for(
+        _ensure_translator(trainer, lock)
+        translator, comp.translator_checkpoint = load_translator_for(
             dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
+        comp.translator_identity = translator.identity_dict()
+        if not trainer.translate_before_augmentation:
+            comp.translator = translator
     return comp
+
+
+def prepare_translated_copies(trainer) -> Path:
+    """Make sure the translator and the translated copies of every labelled source case exist
+    (:mod:`nnunet_glua.style.translated_copies`; built on rank 0 behind the build lock, on the trainer's device) and
+    return their folder. Called before nnU-Net builds its loaders, which sample the copies."""
+    from nnunet_glua.style.integration import load_translator_for
+    from nnunet_glua.style.translated_copies import copies_folder, copies_key, write_translated_copies
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    dataset = trainer.plans_manager.dataset_name
+    plans_identifier = trainer.plans_manager.plans_name
+    configuration = trainer.configuration_name
+    info = load_uda_info(dataset)
+    lock = _build_lock(trainer)
+    _ensure_translator(trainer, lock)
+    translator, _ = load_translator_for(dataset, configuration, plans_identifier, device=trainer.device,
+                                        forbidden_cases=info.target_test_cases)
+    source = trainer.preprocessed_dataset_folder
+    cases = sorted(infer_dataset_class(source).get_identifiers(source))
+    seed = trainer.random_streams.seed_of("translator")
+    key = copies_key(translator.identity_dict(), cases, trainer.translated_styles_per_case, seed)
+    folder = copies_folder(trainer.preprocessed_dataset_folder_base, plans_identifier, configuration, key)
+    _rank_zero_first(trainer, lock, "translating the labelled source cases", lambda: write_translated_copies(
+        source, folder, key, translator, cases, trainer.translated_styles_per_case, seed,
+        trainer.configuration_manager.patch_size, log=trainer.print_to_log_file))
+    trainer.print_to_log_file(f"translated source copies: {folder} ({len(cases)} cases x "
+                              f"{trainer.translated_styles_per_case} styles, sampled with probability "
+                              f"{trainer.translate_probability})")
+    return folder

@@ -40,6 +40,7 @@ tables (:mod:`nnunet_glua.training.methods`, :mod:`~nnunet_glua.training.schedul
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,11 +54,13 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_fraction_mask, valid_feature_locations
 from nnunet_glua.alignment.losses import masked_alignment_loss
+from nnunet_glua.data.translated_source import SourceWithTranslatedCopies, translated_samples
+from nnunet_glua.training.augmentation import AppendValidityChannel, add_transforms, split_validity
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
 from nnunet_glua.training.seeded_trainer import SeededTrainer
 from nnunet_glua.training.structure_shift import StructureShift
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
-                                                  build_components)
+                                                  build_components, prepare_translated_copies)
 
 GLUA_CHECKPOINT_VERSION = 1
 
@@ -72,6 +75,11 @@ class GLUATrainer(StructureShift, SeededTrainer):
     # --- global alignment ---
     use_translation: bool = True
     translate_probability: float = 0.9
+    # True: source images are translated before nnU-Net's augmentation: nnU-Net's loader samples translated copies of
+    # the preprocessed source cases (translated_styles_per_case bank styles each), written once before training;
+    # False: the augmented batch is translated inside the training step (measured side by side: docs/benchmarks.md)
+    translate_before_augmentation: bool = True
+    translated_styles_per_case: int = 4
     # when no translator exists yet, the trainer trains one: TranslatorConfig defaults changed by these overrides
     # (any TranslatorConfig field; "network" as a dict is merged), for ``translator_iterations`` (None: the config's)
     translator_config_overrides: dict | None = None
@@ -113,12 +121,35 @@ class GLUATrainer(StructureShift, SeededTrainer):
                 f"{self.__class__.__name__} does not support the cascade configuration {configuration!r}: the "
                 f"unlabelled target domain has no low-resolution predictions to feed the second stage. Use "
                 f"3d_fullres or 2d (or 3d_lowres on its own).")
-        self.check_structure_shift()
+        if self.label_manager.has_regions:
+            raise RuntimeError(f"{self.__class__.__name__} needs one label per voxel; this dataset trains regions, "
+                               f"which GLUA does not support")
         if not (self.use_translation or self.use_feature_alignment):
             raise ValueError(f"{self.__class__.__name__}: enable use_translation, use_feature_alignment or both")
+        if self.probabilistic_oversampling:
+            raise ValueError(f"{self.__class__.__name__}: probabilistic_oversampling hides which samples are placed "
+                             f"at random, which the feature discriminator needs; keep it False")
         self.components: GLUAComponents | None = None
         self._pending_glua_state: dict | None = None
         self._step_in_epoch = 0
+        self._copies_folder: Path | None = None
+        self._step_divergence: dict[str, torch.Tensor] = {}
+
+    def _set_batch_size_and_oversample(self) -> None:
+        """nnU-Net's per-rank batch size and oversampling, with one randomly placed sample kept per rank.
+
+        nnU-Net forces foreground into the last ``round(B * p)`` samples of each batch and, under DDP, sets ``p`` per
+        rank; with small per-rank batches a rank can get ``p = 1`` and no randomly placed sample at all. The
+        discriminator's source samples must be randomly placed (foreground-forced patches differ from target patches
+        in content, not style), so ``p`` is lowered just enough to leave one."""
+        super()._set_batch_size_and_oversample()
+        if not self.use_feature_alignment or self._num_randomly_sampled(self.batch_size) >= 1:
+            return
+        before = self.oversample_foreground_percent
+        self.oversample_foreground_percent = (self.batch_size - 1) / self.batch_size
+        self.print_to_log_file(f"foreground oversampling of this rank lowered from {before} to "
+                               f"{self.oversample_foreground_percent:.3f}: one sample of its batch of "
+                               f"{self.batch_size} stays randomly placed for the feature discriminator")
 
     @classmethod
     def translator_config(cls):
@@ -131,6 +162,37 @@ class GLUATrainer(StructureShift, SeededTrainer):
         if cls.translator_iterations is not None:
             overrides["iterations"] = int(cls.translator_iterations)
         return TranslatorConfig().with_overrides(overrides) if overrides else None
+
+    # ------------------------------------------------------------------ nnU-Net's pieces, extended
+    @classmethod
+    def get_training_transforms(cls, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False, foreground_labels=None,
+                                regions=None, ignore_label=None):
+        """nnU-Net's augmentation with the structure shift before its intensity transforms and a validity channel
+        (:mod:`~nnunet_glua.training.augmentation`) appended to the segmentation."""
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        return add_transforms(pipeline, before_label_removal=AppendValidityChannel(), owner=cls.__name__)
+
+    def configure_optimizers(self):
+        """nnU-Net's optimizer and schedule; on CUDA the SGD is the fused implementation (the same update), whose
+        AMP step skips a non-finite step on the device instead of waiting for the host to decide."""
+        optimizer, scheduler = super().configure_optimizers()
+        if self.device.type != "cuda":
+            return optimizer, scheduler
+        fused = type(optimizer)(self.network.parameters(), **{**optimizer.defaults, "fused": True, "foreach": None})
+        return fused, type(scheduler)(fused, self.initial_lr, self.num_epochs)
+
+    def get_tr_and_val_datasets(self):
+        """nnU-Net's split; with translation before augmentation, the training cases come with their translated
+        copies (:class:`~nnunet_glua.data.translated_source.SourceWithTranslatedCopies`)."""
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        if self._copies_folder is not None:
+            dataset_tr = SourceWithTranslatedCopies(dataset_tr, self._copies_folder, self.translated_styles_per_case,
+                                                    self.translate_probability)
+        return dataset_tr, dataset_val
 
     # ------------------------------------------------------------------ network
     @classmethod
@@ -160,6 +222,12 @@ class GLUATrainer(StructureShift, SeededTrainer):
         for key in _LOG_KEYS:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
+    def on_train_start(self):
+        # before nnU-Net builds its loaders: they sample the translated copies
+        if self.use_translation and self.translate_before_augmentation:
+            self._copies_folder = prepare_translated_copies(self)
+        super().on_train_start()
+
     def prepare_training(self) -> None:
         self.components = build_components(self)
         if self._pending_glua_state is not None:
@@ -187,85 +255,108 @@ class GLUATrainer(StructureShift, SeededTrainer):
 
     def _num_randomly_sampled(self, batch_size: int) -> int:
         # nnU-Net forces foreground into the LAST round(B * p) samples of each batch; the others are placed at random
-        return max(1, round(batch_size * (1 - self.oversample_foreground_percent)))
+        return round(batch_size * (1 - self.oversample_foreground_percent))
 
     def train_step(self, batch: dict) -> dict:
         comp = self.components
+        target, valid_source = split_validity(batch["target"])
         data = batch["data"].to(self.device, non_blocking=True)
-        target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
+        valid_source = valid_source.to(self.device, non_blocking=True)
         b = data.shape[0]
+        self._step_divergence = {}
 
-        translated_fraction = 0.0
+        # a CPU bool per sample: which samples are translated copies (or, below, translated in this step)
+        translated_keys = translated_samples(batch["keys"])
+        translated_fraction = float(translated_keys.mean())
+        translated = torch.from_numpy(translated_keys)
         if comp.translator is not None:
-            data, translated = comp.translate(data, self.translate_probability,
-                                              self.random_streams.generator("style"))
-            translated_fraction = float(translated.float().mean())
+            data, translated = comp.translate(data, self.translate_probability, self.random_streams.generator("style"))
+            translated_fraction = float(translated.float().mean())  # a CPU tensor: no device to wait for
         data = self.shift_structures(data, target, self.random_streams.generator("structure_shift"))
 
         align = comp.discriminator is not None
         if align:
             tgt = comp.next_target_batch()
-            x_t = tgt["data"].to(self.device, non_blocking=True)
-            valid_t_vox = tgt["valid"].to(self.device, non_blocking=True)
-            network_input = torch.cat((data, x_t.to(data.dtype)), 0)
+            valid_target = tgt["valid"].to(self.device, non_blocking=True)
+            network_input = torch.cat((data, tgt["data"].to(self.device, non_blocking=True).to(data.dtype)), 0)
         else:
             network_input = data
         align_weight = self._current_align_weight() if align else 0.0
 
         self.optimizer.zero_grad(set_to_none=True)
         amp = autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
-        align_loss = torch.zeros((), device=self.device)
-        mask_fraction = 0.0
+        nothing = torch.full((), float("nan"), device=self.device)
+        align_loss = mask_fraction = nothing
         with amp:
             if align:
-                output, features = self.network(network_input, return_features=True)
-                output = [o[:b] for o in output] if isinstance(output, (list, tuple)) else output[:b]
+                # target samples stop at the aligned stage: no finer decoder stage, no segmentation head for them
+                output, features = self.network(network_input, return_features=True, num_segmented=b)
             else:
                 output = self.network(network_input)
-            seg_loss = self.loss(output, target)
+            seg_loss = self._guarded(self.loss(output, target), "segmentation")
+            total = seg_loss
             if align:
-                disc = comp.discriminator_module
-                disc.requires_grad_(False)
-                align_terms = []
-                for stage_disc, f in zip(disc.stages, features):
-                    f_t = f[b:]
-                    valid_t = valid_feature_locations(valid_t_vox, tuple(f_t.shape[2:]), self.min_valid_fraction)
-                    with torch.no_grad():
-                        gap = gap_map(stage_disc(f_t.detach()))
-                    if self.soft_mask:
-                        weights = soft_gap_weights(gap, valid_t, self.soft_mask_temperature)
-                        selected = weights > 0
-                    else:
-                        weights = selected = top_fraction_mask(gap, valid_t, self.mask_ratio)
-                    mask_fraction += float(selected.sum()) / max(1, int(valid_t.sum())) / len(features)
-                    align_terms.append(masked_alignment_loss(stage_disc, f_t, weights))
-                disc.requires_grad_(True)
-                align_loss = torch.stack(align_terms).mean()
-            total = seg_loss + align_weight * align_loss
-
-        # checked before any weight changes: a diverged step must not reach the weights
-        losses = {"segmentation": seg_loss.detach()}
-        if align:
-            losses["alignment"] = align_loss.detach()
-        self._stop_if_diverged(losses)
+                align_loss, mask_fraction = self._alignment_loss(features, b, valid_target)
+                total = total + align_weight * self._guarded(align_loss, "alignment")
         self._backward_and_step(total)
 
-        disc_loss_value = acc_s = acc_t = float("nan")
+        disc_loss = acc_s = acc_t = nothing
         if align:
             n_rand = self._num_randomly_sampled(b)
-            disc_loss_value, acc_s, acc_t = comp.update_discriminator(
-                [f[:n_rand].detach() for f in features], [f[b:].detach() for f in features], valid_t_vox,
-                self.min_valid_fraction, check=lambda loss: self._stop_if_diverged({"discriminator": loss}))
+            source_valid = valid_source[:n_rand]
+            if self.use_translation:  # the discriminator's source domain is the translated source
+                source_valid = source_valid & translated[:n_rand].to(self.device, non_blocking=True).view(
+                    -1, *([1] * (source_valid.ndim - 1)))
+            disc_loss, acc_s, acc_t = comp.update_discriminator(
+                [f[:n_rand].detach() for f in features], [f[b:].detach() for f in features], source_valid,
+                valid_target, self.min_valid_fraction, guard=lambda loss: self._guarded(loss, "discriminator"))
 
+        # CUDA: the flags of this step's guards, agreed over the ranks on the device (the CPU checked them already)
+        diverged = torch.zeros(1, device=self.device)
+        if self._step_divergence:
+            diverged = torch.stack(list(self._step_divergence.values())).any().float().reshape(1)
+            if self.is_ddp:
+                dist.all_reduce(diverged, op=dist.ReduceOp.MAX)
+        seg_value, align_value, disc_value, acc_s_value, acc_t_value, mask_value, diverged_value = \
+            self._read_step_values(seg_loss.detach(), align_loss.detach(), disc_loss, acc_s, acc_t, mask_fraction,
+                                   diverged[0])
+        if diverged_value > 0:
+            self._raise_diverged({"segmentation": seg_value, "alignment": align_value,
+                                  "discriminator": disc_value}, on_this_rank=True)
         self._step_in_epoch += 1
-        seg_value = losses["segmentation"]
-        return {"loss": seg_value.cpu().numpy(), "glua_seg_loss": float(seg_value),
-                "glua_align_loss": float(align_loss.detach()), "glua_disc_loss": disc_loss_value,
-                "glua_align_weight": align_weight, "glua_mask_fraction": mask_fraction,
-                "glua_disc_acc_source": acc_s, "glua_disc_acc_target": acc_t,
+        return {"loss": np.float32(seg_value), "glua_seg_loss": seg_value, "glua_align_loss": align_value,
+                "glua_disc_loss": disc_value, "glua_align_weight": align_weight, "glua_mask_fraction": mask_value,
+                "glua_disc_acc_source": acc_s_value, "glua_disc_acc_target": acc_t_value,
                 "glua_translated_fraction": translated_fraction}
+
+    @staticmethod
+    def _read_step_values(*values: torch.Tensor) -> list[float]:
+        """The step's one host-device synchronisation: its 0-d device tensors as Python floats, read together."""
+        return torch.stack([v.float() for v in values]).cpu().tolist()
+
+    def _alignment_loss(self, features: list[torch.Tensor], b: int,
+                        valid_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked alignment loss of the target part of ``features`` (samples ``b:``), averaged over the tapped
+        stages, and the fraction of valid target locations selected; both 0-d tensors on the device."""
+        disc = self.components.discriminator_module
+        disc.requires_grad_(False)
+        terms, fractions = [], []
+        for stage_disc, f in zip(disc.stages, features):
+            f_t = f[b:]
+            valid_t = valid_feature_locations(valid_target, tuple(f_t.shape[2:]), self.min_valid_fraction)
+            with torch.no_grad():
+                gap = gap_map(stage_disc(f_t.detach()))
+            if self.soft_mask:
+                weights = soft_gap_weights(gap, valid_t, self.soft_mask_temperature)
+                selected = weights > 0
+            else:
+                weights = selected = top_fraction_mask(gap, valid_t, self.mask_ratio)
+            fractions.append(selected.sum() / valid_t.sum().clamp_min(1))
+            terms.append(masked_alignment_loss(stage_disc, f_t, weights))
+        disc.requires_grad_(True)
+        return torch.stack(terms).mean(), torch.stack(fractions).float().mean()
 
     def _backward_and_step(self, total: torch.Tensor) -> None:
         if self.grad_scaler is not None:
@@ -279,23 +370,34 @@ class GLUATrainer(StructureShift, SeededTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
 
-    def _stop_if_diverged(self, losses: dict[str, torch.Tensor]) -> None:
-        """Raise :class:`AdversarialDivergenceError` on a NaN/inf loss, or an adversarial loss above
-        ``max_adversarial_loss``, before the weights change. Under DDP the verdict is agreed across ranks first, so
-        every rank raises together instead of one rank hanging in the next collective."""
-        values = {k: float(v) for k, v in losses.items()}
-        bad = {k: v for k, v in values.items()
+    def _guarded(self, loss: torch.Tensor, name: str) -> torch.Tensor:
+        """``loss``, checked for divergence (NaN/inf, or an adversarial loss above ``max_adversarial_loss``) before
+        it can change a weight. On the CPU the check happens here and raises :class:`AdversarialDivergenceError`
+        (under DDP after all ranks agreed). On CUDA it stays on the device, so the host never waits: a diverged loss
+        becomes NaN, the AMP GradScaler skips that optimizer step, and the step raises after its one
+        synchronisation."""
+        bad = ~torch.isfinite(loss.detach())
+        if name != "segmentation":
+            bad = bad | (loss.detach().abs() > self.max_adversarial_loss)
+        if self.grad_scaler is None:
+            flag = bad.float().reshape(1)
+            if self.is_ddp:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() > 0:
+                self._raise_diverged({name: float(loss.detach())}, on_this_rank=bool(bad))
+            return loss
+        self._step_divergence[name] = bad
+        return torch.where(bad, torch.full_like(loss, float("nan")), loss)
+
+    def _raise_diverged(self, losses: dict[str, float], on_this_rank: bool) -> None:
+        bad = {k: v for k, v in losses.items()
                if not math.isfinite(v) or (k != "segmentation" and abs(v) > self.max_adversarial_loss)}
-        flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
-        if self.is_ddp:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
-            where = f"epoch {self.current_epoch}, iteration {self._step_in_epoch}"
-            detail = ", ".join(f"{k} loss = {v}" for k, v in bad.items()) or "on another rank"
-            msg = (f"GLUA training diverged at {where}: {detail}. Lower lambda_align or disc_lr (subclass "
-                   f"{self.__class__.__name__}), or resume from the last checkpoint with --c.")
-            self.print_to_log_file(msg)
-            raise AdversarialDivergenceError(msg)
+        where = f"epoch {self.current_epoch}, iteration {self._step_in_epoch}"
+        detail = ", ".join(f"{k} loss = {v}" for k, v in bad.items()) if on_this_rank and bad else "on another rank"
+        msg = (f"GLUA training diverged at {where}: {detail}. Lower lambda_align or disc_lr (subclass "
+               f"{self.__class__.__name__}), or resume from the last checkpoint with --c.")
+        self.print_to_log_file(msg)
+        raise AdversarialDivergenceError(msg)
 
     # ------------------------------------------------------------------ logging
     def on_train_epoch_end(self, train_outputs: list[dict]):

@@ -22,27 +22,34 @@ STREAMS_CHECKPOINT_KEY = "glua_random_streams"
 
 
 @contextlib.contextmanager
-def seeded_worker_pools(streams: RandomStreams, stream: str, start: int) -> Iterator[None]:
-    """While active, the augmentation worker pools nnU-Net's trainer creates (``NonDetMultiThreadedAugmenter``)
-    get worker seeds from ``stream`` instead of OS entropy; ``start`` (e.g. the current epoch) tells pools apart.
-
-    nnU-Net builds its pools inside ``get_dataloaders`` with ``seeds=None`` and offers no hook for the seeds, so the
-    class it looks up is swapped for the duration of that call only.
+def nnunet_loader_overrides(streams: RandomStreams, stream: str, start: int) -> Iterator[None]:
+    """While active, the loaders nnU-Net's trainer builds in ``get_dataloaders`` honour two things it offers no hook
+    for: augmentation worker pools (``NonDetMultiThreadedAugmenter``) get worker seeds from ``stream`` instead of OS
+    entropy (``start``, e.g. the current epoch, tells pools apart), and a dataset with a
+    ``sampling_probabilities`` attribute is sampled with those probabilities (nnU-Net passes ``None``). The classes
+    nnU-Net looks up are swapped for the duration of that call only.
     """
     module = sys.modules[nnUNetTrainer.__module__]
-    original = module.NonDetMultiThreadedAugmenter
+    original_pool, original_loader = module.NonDetMultiThreadedAugmenter, module.nnUNetDataLoader
     pool_index = itertools.count()
 
     def seeded_pool(*args: Any, **kwargs: Any):
         index = next(pool_index)
         kwargs["seeds"] = streams.worker_seeds(stream, int(kwargs["num_processes"]), 1000 * start + index)
-        return original(*args, **kwargs)
+        return original_pool(*args, **kwargs)
 
-    module.NonDetMultiThreadedAugmenter = seeded_pool
+    def weighted_loader(data, *args: Any, **kwargs: Any):
+        loader = original_loader(data, *args, **kwargs)
+        weights = getattr(data, "sampling_probabilities", None)
+        if weights is not None:
+            loader.sampling_probabilities = weights
+        return loader
+
+    module.NonDetMultiThreadedAugmenter, module.nnUNetDataLoader = seeded_pool, weighted_loader
     try:
         yield
     finally:
-        module.NonDetMultiThreadedAugmenter = original
+        module.NonDetMultiThreadedAugmenter, module.nnUNetDataLoader = original_pool, original_loader
 
 
 class SeededTrainer(nnUNetTrainer):
@@ -78,7 +85,7 @@ class SeededTrainer(nnUNetTrainer):
 
     # ------------------------------------------------------------------ training start
     def get_dataloaders(self):
-        with seeded_worker_pools(self.random_streams, "nnunet_loader", self.current_epoch):
+        with nnunet_loader_overrides(self.random_streams, "nnunet_loader", self.current_epoch):
             return super().get_dataloaders()
 
     def prepare_training(self) -> None:

@@ -16,9 +16,10 @@ Region-based label sets (overlapping regions instead of labels) are not supporte
 from __future__ import annotations
 
 import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
-__all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "StructureShift", "DEFAULT_MAX_SHIFT",
-           "DEFAULT_PROBABILITY"]
+__all__ = ["shift_structure_intensities", "require_one_label_per_voxel", "StructureShift", "StructureShiftTransform",
+           "DEFAULT_MAX_SHIFT", "DEFAULT_PROBABILITY"]
 
 #: Defaults of ``GLUATrainer.structure_shift`` / ``structure_shift_probability``. One z-unit is the order of the
 #: contrast between soft tissue and bright blood or fat in z-scored CT and MR, i.e. how far a structure moves
@@ -31,14 +32,17 @@ DEFAULT_PROBABILITY = 0.5
 
 
 def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift: float, probability: float,
-                                generator: torch.Generator, ignore_label: int | None = None) -> torch.Tensor:
+                                generator: torch.Generator | None, ignore_label: int | None = None,
+                                num_labels: int | None = None) -> torch.Tensor:
     """Add one offset drawn uniformly from ``[-max_shift, max_shift]`` to every labelled structure (label > 0) of
     each channel of each sample, for a random ``probability`` fraction of the samples; the rest stay unchanged.
     Voxels of ``ignore_label`` (nnU-Net's "not annotated" label, if the dataset has one) are not a structure and
     stay unchanged.
 
     ``generator`` is a CPU :class:`torch.Generator` (the draws do not depend on the device, so a run is
-    reproducible on CPU and GPU alike). Returns a new tensor with the shape, dtype and device of ``data``.
+    reproducible on CPU and GPU alike); ``None`` draws from torch's global generator. ``num_labels``: the number of
+    label values including background (default: read from ``seg``, which waits for the device). Returns a new tensor
+    with the shape, dtype and device of ``data``.
     """
     if data.ndim < 3 or seg.ndim != data.ndim or seg.shape[0] != data.shape[0] or seg.shape[1] != 1 \
             or seg.shape[2:] != data.shape[2:]:
@@ -48,7 +52,7 @@ def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift
         raise ValueError(f"max_shift must be >= 0 and probability in [0, 1], got {max_shift} and {probability}")
     b, c = data.shape[:2]
     labels = seg[:, 0].long()
-    n_labels = int(labels.max()) + 1 if labels.numel() else 1
+    n_labels = num_labels if num_labels is not None else (int(labels.max()) + 1 if labels.numel() else 1)
     chosen = torch.rand(b, generator=generator) < probability
     offsets = (torch.rand(b, c, max(n_labels, 1), generator=generator) * 2 - 1) * max_shift
     offsets[:, :, 0] = 0.0
@@ -60,6 +64,27 @@ def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift
     index = labels.clamp(min=0).flatten(1).unsqueeze(1).expand(b, c, -1)  # (B, C, N) label of each voxel
     shift = torch.gather(offsets.to(data.device, data.dtype), 2, index).view_as(data)
     return data + shift
+
+
+class StructureShiftTransform(BasicTransform):
+    """Each labelled structure (label > 0) of a sample gets its own intensity offset drawn uniformly from
+    ``[-max_shift, max_shift]`` (normalised units), for a ``probability`` fraction of the samples; background,
+    the outside marker (-1) and ``ignore_label`` stay. Image ``(C, *spatial)`` float, segmentation ``(>=1,
+    *spatial)`` with the labels in channel 0. Draws from torch's global generator of the process it runs in (nnU-Net's
+    augmentation workers are seeded by the trainer)."""
+
+    labelled_source_only = True
+
+    def __init__(self, max_shift: float, probability: float, ignore_label: int | None = None):
+        super().__init__()
+        self.max_shift, self.probability, self.ignore_label = float(max_shift), float(probability), ignore_label
+
+    def apply(self, data_dict: dict, **params) -> dict:
+        image, seg = data_dict["image"], data_dict["segmentation"]
+        shifted = shift_structure_intensities(image[None], seg[None, :1], self.max_shift, self.probability, None,
+                                              self.ignore_label)
+        data_dict["image"] = shifted[0]
+        return data_dict
 
 
 def require_one_label_per_voxel(label_manager, trainer_name: str) -> None:
@@ -78,6 +103,26 @@ class StructureShift:
 
     structure_shift: float = DEFAULT_MAX_SHIFT  # largest offset, in normalised units; 0 = off
     structure_shift_probability: float = DEFAULT_PROBABILITY  # fraction of the samples that are shifted
+    # True: a transform of nnU-Net's augmentation, before its intensity transforms (class attributes decide, as
+    # nnU-Net builds the pipeline from the class); False: applied to the augmented batch in the training step
+    shift_before_augmentation: bool = True
+
+    @classmethod
+    def get_training_transforms(cls, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False, foreground_labels=None,
+                                regions=None, ignore_label=None):
+        """nnU-Net's training augmentation with :class:`StructureShiftTransform` before its intensity transforms
+        (when the shift is on and ``shift_before_augmentation``)."""
+        from nnunet_glua.training.augmentation import add_transforms
+
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        if cls.structure_shift > 0 and cls.shift_before_augmentation:
+            shift = StructureShiftTransform(cls.structure_shift, cls.structure_shift_probability, ignore_label)
+            pipeline = add_transforms(pipeline, before_intensity=shift, owner=cls.__name__)
+        return pipeline
 
     def check_structure_shift(self) -> None:
         """Call at the end of ``__init__`` (needs nnU-Net's ``label_manager``)."""
@@ -86,11 +131,14 @@ class StructureShift:
 
     def shift_structures(self, data: torch.Tensor, target: torch.Tensor | list[torch.Tensor],
                          generator: torch.Generator) -> torch.Tensor:
-        """``data`` with its structures shifted (see :func:`shift_structure_intensities`); ``target`` is nnU-Net's
-        training target, a tensor or the deep-supervision list whose first entry is full resolution. With
-        ``structure_shift == 0`` the batch is returned as it is and ``generator`` is not drawn from."""
-        if self.structure_shift == 0:
+        """``data`` with its structures shifted in the training step (see :func:`shift_structure_intensities`);
+        ``target`` is nnU-Net's training target, a tensor or the deep-supervision list whose first entry is full
+        resolution (labels in channel 0). With ``structure_shift == 0``, or when the shift is part of the
+        augmentation (``shift_before_augmentation``), the batch is returned as it is and ``generator`` is not drawn
+        from."""
+        if self.structure_shift == 0 or self.shift_before_augmentation:
             return data
-        seg = target[0] if isinstance(target, list) else target
+        seg = (target[0] if isinstance(target, list) else target)[:, :1]
         return shift_structure_intensities(data, seg, self.structure_shift, self.structure_shift_probability,
-                                           generator, self.label_manager.ignore_label)
+                                           generator, self.label_manager.ignore_label,
+                                           num_labels=max(self.label_manager.all_labels) + 1)
