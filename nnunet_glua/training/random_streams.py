@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["SEED_ENV", "seed_from_environment", "fold_number", "derive_seed", "translator_seed", "RandomStreams"]
+__all__ = ["SEED_ENV", "seed_from_environment", "fold_number", "derive_seed", "RandomStreams"]
 
 SEED_ENV = "GLUA_SEED"
 
@@ -77,12 +77,6 @@ def derive_seed(seed: int, fold: int | str, rank: int, stream: str) -> int:
     ``SeedSequence`` (well mixed: neighbouring inputs give unrelated seeds)."""
     entropy = [int(seed), fold_number(fold) & 0xFFFFFFFF, int(rank), zlib.crc32(stream.encode())]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def translator_seed(seed: int) -> int:
-    """The seed (< 2**31) a run of seed ``seed`` trains a missing translator with, whichever fold trains it; for
-    code that trains the translator ahead of the segmentation run (the demo) and must match it."""
-    return derive_seed(seed, "shared", 0, "translator") % 2**31
 
 
 class RandomStreams:

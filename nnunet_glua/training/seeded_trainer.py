@@ -79,7 +79,6 @@ class SeededTrainer(nnUNetTrainer):
                 setattr(self, nnunet_name, int(value))
         # seeded here, before initialize() builds the network, so that its initialisation is seeded too
         self.random_streams = RandomStreams(seed_from_environment(), fold, self.local_rank)
-        self.seed = self.random_streams.seed
         self._pending_streams: dict | None = None
         self.print_to_log_file(self.random_streams.describe())
 
