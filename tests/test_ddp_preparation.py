@@ -90,7 +90,8 @@ def test_slow_work_on_rank_zero_trips_no_timeout(tmp_path):
 
 
 def test_rank_zero_waits_for_a_lock_held_by_another_process(tmp_path):
-    lock = FileLock(str(tmp_path / "build.lock"))
+    # not thread-local: the thread that releases it is not the one that took it
+    lock = FileLock(str(tmp_path / "build.lock"), thread_local=False)
     lock.acquire()
     released_at: list[float] = []
 
