@@ -49,6 +49,7 @@ K = {
     "glua-feature-only": (2, 1, 1),
     "glua-no-structure-shift": (3, 1, 2),
     "source-only-structure-shift": (3, 3, 2),
+    "glua-late-translation": (2, 1, 2),
 }
 CUBES = {1: (2, 2, 2), 2: (9, 8, 6)}  # label -> (z, y, x) corner of its 4x4x4 cube
 
@@ -219,7 +220,7 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
     rows = report["rows"]
     assert list(rows) == ["source-only", "source-only, continued", "GLUA", "target-supervised",
                           "GLUA: no local mask", "GLUA: style only", "GLUA: feature only", "GLUA: no structure shift",
-                          "source-only + structure shift"]
+                          "source-only + structure shift", "GLUA: translation after augmentation"]
     labels = {r.key: r.label for r in ROWS}
     for key, ks in K.items():
         row = rows[labels[key]]
@@ -415,6 +416,12 @@ def test_cli_dry_run_and_error_exit(datasets, tmp_path, capsys):
     assert code == 0
     assert "GLUA_SEED=3" in printed and "-tr SourceOnlyTrainer_Short" in printed and "-tr GLUATrainer_Short" in printed
     assert "move_plans" not in printed
+    assert "--disable_tta" not in printed  # the command line mirrors unless told not to
+    code = main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--rows", "glua", "--seeds", "3", "-device", "cpu",
+                 "--disable-tta", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.count("--disable_tta") == 2  # both rows' predictions
+    assert "glua_benchmark_3d_fullres_Short_no_mirroring" in printed
     code = main(["-d", str(NO_UPPER_ID), "--schedule", "_Short", "--seeds", "0", "-device", "cpu",
                     "--out", str(tmp_path / "o"), "--dry-run"])
     assert code == 1

@@ -50,8 +50,8 @@ the two schedules differ, ``_<plans>`` when the plans are not ``nnUNetPlans``, `
     seed_<k>/<row>/evaluation/                 evaluation.json/.csv/.md and row.json (timings, commands)
 
 Prediction mirrors the test images (nnU-Net's test-time augmentation) unless ``test_time_mirroring=False``
-(``glua_demo`` predicts without, to save time; the command line always mirrors); each row.json and benchmark.json
-record which.
+(``glua_demo`` predicts without, to save time; so does the command line with ``--disable-tta``); each row.json and
+benchmark.json record which.
 
 Resuming: a row and seed whose ``evaluation/evaluation.json`` exists is not run again; a fold whose
 ``checkpoint_final.pth`` exists is not retrained; an interrupted training continues from its latest
@@ -186,6 +186,9 @@ def _build_parser() -> argparse.ArgumentParser:
                              "is not 0)")
     parser.add_argument("-np", "--num-processes", type=int, default=None,
                         help="processes for evaluation and nnU-Net preprocessing (default $nnUNet_def_n_proc)")
+    parser.add_argument("--disable-tta", action="store_true",
+                        help="predict without test-time mirroring (nnU-Net's --disable_tta; faster, as glua_demo "
+                             "does); the default folder gets _no_mirroring")
     parser.add_argument("--dry-run", action="store_true", help="print the commands that would run; run nothing")
     return parser
 
@@ -202,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schedule=args.schedule, fine_tune_schedule=args.fine_tune_schedule, seeds=args.seeds, rows=args.rows,
             device=args.device, out=args.out,
             ablations=not args.no_ablations, dry_run=args.dry_run, num_processes=args.num_processes,
+            test_time_mirroring=not args.disable_tta,
         )
     except (BenchmarkError, EvaluationError) as e:
         print(f"glua_benchmark: error: {e}", file=sys.stderr)
