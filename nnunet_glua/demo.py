@@ -143,9 +143,11 @@ class DemoData(NamedTuple):
 
 
 def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, seed: int, num_processes: int,
-                 configuration: str, runner: CommandRunner, steps: _Steps) -> DemoData:
-    """Steps 1-4: phantom, conversion, nnU-Net planning and preprocessing of the source domain, preprocessing of the
-    target images with the source plans; each skipped when its output exists."""
+                 configuration: str, runner: CommandRunner, steps: _Steps,
+                 phantom_size: int = DEMO_PHANTOM_SIZE) -> DemoData:
+    """Steps 1-4: phantom (``phantom_size``: in-plane matrix of its CT scans), conversion, nnU-Net planning and
+    preprocessing of the source domain, preprocessing of the target images with the source plans; each skipped when
+    its output exists."""
     from nnunet_glua.data.target_preprocessing import preprocess_target
     from nnunet_glua.phantom import make_phantom
 
@@ -154,7 +156,7 @@ def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, 
     with steps.step(1, f"phantom ({task.phantom_kind})", "phantom"):
         phantom_dir = workdir / f"phantom_{task.phantom_kind}"
         if not phantom_dir.exists():
-            make_phantom(task.phantom_kind, phantom_dir, num_cases=num_cases, seed=seed, size=DEMO_PHANTOM_SIZE)
+            make_phantom(task.phantom_kind, phantom_dir, num_cases=num_cases, seed=seed, size=phantom_size)
         else:
             print(f"exists: {phantom_dir}")
     with steps.step(2, f"convert to a UDA dataset ({direction[:2]} -> {direction[3:]})", "convert"):
@@ -191,14 +193,17 @@ def demo_settings(dataset: "int | str | os.PathLike", seed: int, device: str, co
 
 def train_translator(settings: ExperimentSettings, seed: int, device: str) -> Path:
     """Step 5: the GLUA row's style translator, with the settings its trainer would use, in the results root where
-    that trainer looks for it. Returns its final checkpoint."""
+    that trainer looks for it, and the translator seed that trainer derives from GLUA_SEED=seed. Returns its final
+    checkpoint."""
     from nnunet_glua.style.integration import ensure_translator
+    from nnunet_glua.training.random_streams import shared_stream_seed
     from nnunet_glua.training.variants import GLUATrainer_DemoFineTune
 
     root = settings.results_root(seed, settings.row(GLUA_ROW))
     with _environ({"nnUNet_results": str(root)}):
         return Path(ensure_translator(settings.adaptation.id, settings.configuration, settings.plans, device=device,
-                                      log=print, config=GLUATrainer_DemoFineTune.translator_config()))
+                                      seed=shared_stream_seed(seed, "translator"), log=print,
+                                      config=GLUATrainer_DemoFineTune.translator_config()))
 
 
 def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translator_checkpoint: Path) -> dict[str, Path]:

@@ -79,6 +79,14 @@ def derive_seed(seed: int, fold: int | str, rank: int, stream: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def shared_stream_seed(run_seed: int, stream: str) -> int:
+    """The seed (< 2**31) of a stream every fold and rank of run ``run_seed`` share (:data:`SHARED_STREAMS`), e.g.
+    the translator's: for code that prepares what a run will use, without creating the run's streams."""
+    if stream not in SHARED_STREAMS:
+        raise KeyError(f"{stream!r} is not a shared random stream; shared: {', '.join(SHARED_STREAMS)}")
+    return derive_seed(int(run_seed), "shared", 0, stream) % 2**31
+
+
 class RandomStreams:
     """The random streams of one process of a training run (see the module docstring).
 
@@ -102,7 +110,7 @@ class RandomStreams:
         if stream not in STREAM_NAMES:
             raise KeyError(f"unknown random stream {stream!r}; known: {', '.join(STREAM_NAMES)}")
         if stream in SHARED_STREAMS:
-            return derive_seed(self.seed, "shared", 0, stream) % 2**31
+            return shared_stream_seed(self.seed, stream)
         return derive_seed(self.seed, self.fold, self.rank, stream)
 
     def worker_seeds(self, stream: str, count: int, start: int) -> list[int]:
