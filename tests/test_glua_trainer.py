@@ -379,6 +379,10 @@ def test_glua_seed_seeds_every_stream_and_fold_all_has_its_own(planned_dataset, 
     # fold 'all' (nnU-Net keeps it as a string) has streams of its own, but shares the seed's translator
     assert all(not _same(once[k], fold_all[k]) for k in once if k != "translator")
     assert once["translator"] == fold_all["translator"]
+    # what glua_demo trains the translator with before any trainer exists
+    from nnunet_glua.training.random_streams import shared_stream_seed
+    assert shared_stream_seed(5, "translator") == once["translator"]
+    assert shared_stream_seed(6, "translator") == other_seed["translator"]
 
 
 # ---------------------------------------------------------------------------------------------------- variants
@@ -530,3 +534,37 @@ def test_on_cuda_the_training_step_synchronises_once(planned_dataset, tiny_trans
         assert len(syncs) <= 1, [str(w.message) for w in syncs]
     finally:
         trainer.components.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------- loaders
+def test_target_loader_workers_come_out_of_nnunets_budget():
+    from nnunet_glua.training.glua_components import split_augmentation_workers
+
+    # nnU-Net's batch 2, GLUA's target batch 1: a third of the samples, a third of the workers
+    assert split_augmentation_workers(12, 2, 1) == (8, 4)
+    assert split_augmentation_workers(2, 2, 1) == (1, 1)
+    assert split_augmentation_workers(3, 40, 1) == (2, 1)  # at least one worker each
+    assert split_augmentation_workers(3, 1, 40) == (1, 2)
+    assert split_augmentation_workers(1, 2, 1) == (1, 0)  # the target loader runs in the training process
+    assert split_augmentation_workers(0, 2, 1) == (0, 0)
+    for budget in range(2, 33):
+        assert sum(split_augmentation_workers(budget, 2, 1)) == budget
+
+
+def test_glua_starts_its_target_loader_with_nnunets_loaders_and_within_their_budget(planned_dataset,
+                                                                                    tiny_translator, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "2")  # nnU-Net caps it at the machine's core count; CI has 2
+    trainer = _make(_tiny_glua(), planned_dataset, fold=0)
+    trainer.on_train_start()
+    try:
+        train, target = trainer.dataloader_train, trainer.components.target_loader
+        # started: nnU-Net drew its first batch in get_dataloaders, the target loader beside it
+        assert train.initialized and target.initialized
+        assert train.num_processes + target.num_processes == 2  # nnU-Net alone would start 2 training workers
+        assert target.num_processes == 1
+        assert trainer.dataloader_val.num_processes == 1  # nnU-Net's own: half its budget
+        assert np.isfinite(trainer.train_step(next(train))["glua_align_loss"])
+    finally:
+        trainer.components.shutdown()
+        trainer.dataloader_train._finish()
+        trainer.dataloader_val._finish()

@@ -5,8 +5,11 @@
 - one feature discriminator per tapped decoder stage, its optimizer and GradScaler, from
   :mod:`nnunet_glua.alignment`
 
-:func:`build_components` also creates what is missing: the preprocessed target data and the translator are made
-on rank 0 only, behind a file lock (several folds may start at once), and every rank waits for them.
+What is missing is made first, before nnU-Net builds its loaders: the preprocessed target data
+(:func:`prepare_target_data`), the translator and its translated source copies (:func:`prepare_translated_copies`),
+on rank 0 only, behind a file lock (several folds may start at once), while every rank waits for them.
+:func:`start_target_loader` starts the target loader beside nnU-Net's, from the same worker budget
+(:func:`split_augmentation_workers`), and :func:`build_components` assembles the rest.
 """
 from __future__ import annotations
 
@@ -156,20 +159,72 @@ def _ensure_translator(trainer, lock: Path) -> None:
         log=trainer.print_to_log_file))
 
 
-def build_components(trainer) -> GLUAComponents:
-    """Build the GLUA parts for an initialised ``GLUATrainer`` (network, device, plans, dataset known)."""
+def _adaptation_info(trainer):
+    """The trainer's dataset's GLUA description, refused unless it is an adaptation dataset whose unlabelled target
+    training cases do not include a target test case."""
     dataset = trainer.plans_manager.dataset_name
-    plans_identifier = trainer.plans_manager.plans_name
-    configuration = trainer.configuration_name
     info = load_uda_info(dataset)
     if info.role != "adaptation":
         raise RuntimeError(f"{dataset} is a {info.role!r} dataset (dataset.json 'glua' block); "
                            f"{trainer.__class__.__name__} needs an adaptation dataset with unlabelled target images")
-    target_cases = tuple(info.target_training_cases)
-    leaked = sorted(set(target_cases) & set(info.target_test_cases))
+    leaked = sorted(set(info.target_training_cases) & set(info.target_test_cases))
     if leaked:
         raise RuntimeError(f"{info.raw_folder / 'dataset.json'}: target test cases {leaked} are also listed as "
                            f"unlabelled training cases; test data must never be used for training")
+    return info
+
+
+def split_augmentation_workers(budget: int, source_batch: int, target_batch: int) -> tuple[int, int]:
+    """(source workers, target workers): nnU-Net's worker budget of its training loader (``budget``,
+    ``get_allowed_n_proc_DA()``) shared between the source loader and the target loader in proportion to the
+    samples each augments per step, so GLUA starts no more augmentation processes than nnU-Net would. Each loader
+    gets at least one worker when the budget has two; with a budget of 1 the target loader runs in the training
+    process (0 workers), with 0 both do."""
+    if budget <= 1:
+        return max(budget, 0), 0
+    target = round(budget * target_batch / (source_batch + target_batch))
+    target = min(budget - 1, max(1, target))
+    return budget - target, target
+
+
+def target_batch_size(trainer) -> int:
+    """Unlabelled target samples per step and rank: ``target_batch_size``, else ``target_batch_fraction`` of the
+    rank's source batch (at least 1)."""
+    return trainer.target_batch_size or max(1, int(trainer.batch_size * trainer.target_batch_fraction))
+
+
+def prepare_target_data(trainer) -> None:
+    """Preprocess the unlabelled target images with the trainer's plans if that was not done yet (rank 0, behind
+    the build lock; every rank returns once they exist)."""
+    dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
+    _adaptation_info(trainer)
+    _rank_zero_first(trainer, _build_lock(trainer), "preprocessing the unlabelled target images",
+                     lambda: preprocess_target(dataset, trainer.configuration_name, plans))
+
+
+def start_target_loader(trainer, num_processes: int):
+    """The augmented unlabelled target patch loader (nnU-Net's augmentation, ``num_processes`` workers seeded from
+    the ``target_loader`` stream; 0: in this process), with its first batch requested so that its workers start
+    now, like nnU-Net's loaders. Needs :func:`prepare_target_data` first."""
+    dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
+    info = _adaptation_info(trainer)
+    loader = make_patch_loader(target_folder(dataset, trainer.configuration_name, plans, split="train"),
+                               trainer.configuration_manager, batch_size=target_batch_size(trainer),
+                               identifiers=tuple(info.target_training_cases),
+                               forbidden_identifiers=info.target_test_cases,
+                               settings=augmentation_settings_from_trainer(trainer), trainer=type(trainer))
+    augmenter = make_augmenter(loader, num_processes=num_processes, pin_memory=trainer.device.type == "cuda",
+                               worker_seeds=lambda n: trainer.random_streams.worker_seeds(
+                                   "target_loader", n, trainer.current_epoch))
+    next(augmenter)  # nnU-Net starts its loaders' workers the same way, by drawing (and dropping) a first batch
+    return augmenter
+
+
+def build_components(trainer, target_loader=None) -> GLUAComponents:
+    """Build the GLUA parts for an initialised ``GLUATrainer`` (network, device, plans, dataset known) whose
+    loaders exist: ``target_loader`` is :func:`start_target_loader`'s (needed with feature alignment)."""
+    info = _adaptation_info(trainer)
+    target_cases = tuple(info.target_training_cases)
 
     comp = GLUAComponents(device=trainer.device)
     comp.settings = {k: getattr(trainer, k) for k in (
@@ -180,16 +235,9 @@ def build_components(trainer) -> GLUAComponents:
     lock = _build_lock(trainer)
 
     if trainer.use_feature_alignment:
-        _rank_zero_first(trainer, lock, "preprocessing the unlabelled target images",
-                         lambda: preprocess_target(dataset, configuration, plans_identifier))
-        batch_size = trainer.target_batch_size or max(1, int(trainer.batch_size * trainer.target_batch_fraction))
-        loader = make_patch_loader(target_folder(dataset, configuration, plans_identifier, split="train"),
-                                   trainer.configuration_manager, batch_size=batch_size, identifiers=target_cases,
-                                   forbidden_identifiers=info.target_test_cases,
-                                   settings=augmentation_settings_from_trainer(trainer), trainer=type(trainer))
-        comp.target_loader = make_augmenter(loader, pin_memory=trainer.device.type == "cuda",
-                                            worker_seeds=lambda n: trainer.random_streams.worker_seeds(
-                                                "target_loader", n, trainer.current_epoch))
+        if target_loader is None:
+            raise RuntimeError("feature alignment needs the target loader of start_target_loader()")
+        comp.target_loader = target_loader
         comp.target_cases = target_cases
 
         tap = trainer._tap()
@@ -208,33 +256,48 @@ def build_components(trainer) -> GLUAComponents:
         comp.disc_scaler = torch.amp.GradScaler("cuda") if trainer.device.type == "cuda" else None
 
     if trainer.use_translation:
-        from nnunet_glua.style.integration import load_translator_for
-
-        _ensure_translator(trainer, lock)
-        translator, comp.translator_checkpoint = load_translator_for(
-            dataset, configuration, plans_identifier, device=trainer.device, forbidden_cases=info.target_test_cases)
+        translates_in_step = not trainer.translate_before_augmentation
+        translator, comp.translator_checkpoint = _translator_of(trainer, lock, on_device=translates_in_step)
         comp.translator_identity = translator.identity_dict()
-        if not trainer.translate_before_augmentation:
+        if translates_in_step:
             comp.translator = translator
+    trainer._loaded_translator = None  # the copies are written: a translator held for them is not needed any more
     return comp
+
+
+def _translator_of(trainer, lock: Path, on_device: bool) -> tuple[Any, str]:
+    """The run's translator and its checkpoint path, trained first if missing, loaded once per process.
+
+    ``on_device``: on the trainer's device, for translating there; otherwise on the CPU, where it costs no
+    accelerator memory (enough for its identity). A translator already loaded on the device serves both."""
+    from nnunet_glua.style.integration import load_translator_for
+
+    # every rank calls this at the same points (the build step below waits for rank 0), so ranks agree on hits
+    cached = trainer._loaded_translator
+    if cached is not None and (cached[0].device == trainer.device or not on_device):
+        return cached
+    _ensure_translator(trainer, lock)
+    info = load_uda_info(trainer.plans_manager.dataset_name)
+    loaded = load_translator_for(trainer.plans_manager.dataset_name, trainer.configuration_name,
+                                 trainer.plans_manager.plans_name,
+                                 device=trainer.device if on_device else torch.device("cpu"),
+                                 forbidden_cases=info.target_test_cases)
+    trainer._loaded_translator = loaded
+    return loaded
 
 
 def prepare_translated_copies(trainer) -> Path:
     """Make sure the translator and the translated copies of every labelled source case exist
     (:mod:`nnunet_glua.style.translated_copies`; built on rank 0 behind the build lock, on the trainer's device) and
     return their folder. Called before nnU-Net builds its loaders, which sample the copies."""
-    from nnunet_glua.style.integration import load_translator_for
     from nnunet_glua.style.translated_copies import copies_folder, copies_key, write_translated_copies
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    dataset = trainer.plans_manager.dataset_name
     plans_identifier = trainer.plans_manager.plans_name
     configuration = trainer.configuration_name
-    info = load_uda_info(dataset)
     lock = _build_lock(trainer)
-    _ensure_translator(trainer, lock)
-    translator, _ = load_translator_for(dataset, configuration, plans_identifier, device=trainer.device,
-                                        forbidden_cases=info.target_test_cases)
+    # only rank 0 writes copies (on the device); the other ranks need just the translator's identity for the key
+    translator, _ = _translator_of(trainer, lock, on_device=trainer.local_rank == 0)
     source = trainer.preprocessed_dataset_folder
     cases = sorted(infer_dataset_class(source).get_identifiers(source))
     seed = trainer.random_streams.seed_of("translator")

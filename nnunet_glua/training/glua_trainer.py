@@ -39,7 +39,6 @@ tables (:mod:`nnunet_glua.training.methods`, :mod:`~nnunet_glua.training.schedul
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from torch import autocast
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
@@ -60,7 +60,9 @@ from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_s
 from nnunet_glua.training.seeded_trainer import SeededTrainer
 from nnunet_glua.training.structure_shift import StructureShift
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
-                                                  build_components, prepare_translated_copies)
+                                                  build_components, prepare_target_data, prepare_translated_copies,
+                                                  split_augmentation_workers, start_target_loader,
+                                                  target_batch_size)
 
 GLUA_CHECKPOINT_VERSION = 1
 
@@ -133,6 +135,8 @@ class GLUATrainer(StructureShift, SeededTrainer):
         self._pending_glua_state: dict | None = None
         self._step_in_epoch = 0
         self._copies_folder: Path | None = None
+        self._loaded_translator = None  # (translator, checkpoint) while set-up needs it (glua_components)
+        self._target_loader = None  # from get_dataloaders to prepare_training
         self._step_divergence: dict[str, torch.Tensor] = {}
 
     def _set_batch_size_and_oversample(self) -> None:
@@ -223,13 +227,31 @@ class GLUATrainer(StructureShift, SeededTrainer):
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
     def on_train_start(self):
-        # before nnU-Net builds its loaders: they sample the translated copies
+        # before nnU-Net builds its loaders: they sample the translated copies, and the target loader starts with them
         if self.use_translation and self.translate_before_augmentation:
             self._copies_folder = prepare_translated_copies(self)
+        if self.use_feature_alignment:
+            prepare_target_data(self)
         super().on_train_start()
 
+    def _augmentation_workers(self) -> tuple[int, int]:
+        """(nnU-Net's training loader, target loader) workers: nnU-Net's budget shared by their samples per step."""
+        return split_augmentation_workers(get_allowed_n_proc_DA(), self.batch_size, target_batch_size(self))
+
+    def training_loader_workers(self) -> int | None:
+        if not self.use_feature_alignment or get_allowed_n_proc_DA() == 0:
+            return None
+        return self._augmentation_workers()[0]
+
+    def get_dataloaders(self):
+        loaders = super().get_dataloaders()
+        if self.use_feature_alignment:
+            self._target_loader = start_target_loader(self, self._augmentation_workers()[1])
+        return loaders
+
     def prepare_training(self) -> None:
-        self.components = build_components(self)
+        self.components = build_components(self, self._target_loader)
+        self._target_loader = None  # the components own it now (and finish it)
         if self._pending_glua_state is not None:
             self.components.load_state_dict(self._pending_glua_state)
             self._pending_glua_state = None
@@ -376,9 +398,7 @@ class GLUATrainer(StructureShift, SeededTrainer):
         (under DDP after all ranks agreed). On CUDA it stays on the device, so the host never waits: a diverged loss
         becomes NaN, the AMP GradScaler skips that optimizer step, and the step raises after its one
         synchronisation."""
-        bad = ~torch.isfinite(loss.detach())
-        if name != "segmentation":
-            bad = bad | (loss.detach().abs() > self.max_adversarial_loss)
+        bad = self._diverged(name, loss.detach())
         if self.grad_scaler is None:
             flag = bad.float().reshape(1)
             if self.is_ddp:
@@ -389,9 +409,16 @@ class GLUATrainer(StructureShift, SeededTrainer):
         self._step_divergence[name] = bad
         return torch.where(bad, torch.full_like(loss, float("nan")), loss)
 
+    def _diverged(self, name: str, loss: torch.Tensor) -> torch.Tensor:
+        """The divergence rule, a bool tensor like ``loss``: not finite, or, for an adversarial loss (any but
+        ``"segmentation"``), larger than ``max_adversarial_loss`` in magnitude."""
+        bad = ~torch.isfinite(loss)
+        if name != "segmentation":
+            bad = bad | (loss.abs() > self.max_adversarial_loss)
+        return bad
+
     def _raise_diverged(self, losses: dict[str, float], on_this_rank: bool) -> None:
-        bad = {k: v for k, v in losses.items()
-               if not math.isfinite(v) or (k != "segmentation" and abs(v) > self.max_adversarial_loss)}
+        bad = {k: v for k, v in losses.items() if bool(self._diverged(k, torch.tensor(v)))}
         where = f"epoch {self.current_epoch}, iteration {self._step_in_epoch}"
         detail = ", ".join(f"{k} loss = {v}" for k, v in bad.items()) if on_this_rank and bad else "on another rank"
         msg = (f"GLUA training diverged at {where}: {detail}. Lower lambda_align or disc_lr (subclass "

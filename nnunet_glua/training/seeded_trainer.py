@@ -22,10 +22,12 @@ STREAMS_CHECKPOINT_KEY = "glua_random_streams"
 
 
 @contextlib.contextmanager
-def nnunet_loader_overrides(streams: RandomStreams, stream: str, start: int) -> Iterator[None]:
-    """While active, the loaders nnU-Net's trainer builds in ``get_dataloaders`` honour two things it offers no hook
+def nnunet_loader_overrides(streams: RandomStreams, stream: str, start: int,
+                            training_workers: int | None = None) -> Iterator[None]:
+    """While active, the loaders nnU-Net's trainer builds in ``get_dataloaders`` honour what it offers no hook
     for: augmentation worker pools (``NonDetMultiThreadedAugmenter``) get worker seeds from ``stream`` instead of OS
-    entropy (``start``, e.g. the current epoch, tells pools apart), and a dataset with a
+    entropy (``start``, e.g. the current epoch, tells pools apart), the training pool (nnU-Net builds it first) runs
+    ``training_workers`` workers instead of ``get_allowed_n_proc_DA()`` when given, and a dataset with a
     ``sampling_probabilities`` attribute is sampled with those probabilities (nnU-Net passes ``None``). The classes
     nnU-Net looks up are swapped for the duration of that call only.
     """
@@ -35,6 +37,8 @@ def nnunet_loader_overrides(streams: RandomStreams, stream: str, start: int) -> 
 
     def seeded_pool(*args: Any, **kwargs: Any):
         index = next(pool_index)
+        if index == 0 and training_workers is not None:
+            kwargs["num_processes"] = training_workers
         kwargs["seeds"] = streams.worker_seeds(stream, int(kwargs["num_processes"]), 1000 * start + index)
         return original_pool(*args, **kwargs)
 
@@ -84,8 +88,14 @@ class SeededTrainer(nnUNetTrainer):
 
     # ------------------------------------------------------------------ training start
     def get_dataloaders(self):
-        with nnunet_loader_overrides(self.random_streams, "nnunet_loader", self.current_epoch):
+        with nnunet_loader_overrides(self.random_streams, "nnunet_loader", self.current_epoch,
+                                     self.training_loader_workers()):
             return super().get_dataloaders()
+
+    def training_loader_workers(self) -> int | None:
+        """Workers of nnU-Net's training loader; ``None``: nnU-Net's ``get_allowed_n_proc_DA()``. A subclass with
+        a loader of its own gives part of that budget to it."""
+        return None
 
     def prepare_training(self) -> None:
         """Build what a subclass adds to training (called once per run, at the end of ``on_train_start``)."""
