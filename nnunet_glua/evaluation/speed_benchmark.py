@@ -81,7 +81,9 @@ def time_trainer(trainer_cls, plans: dict, dataset_json: dict, configuration: st
     p["continue_training"] = False
     trainer = trainer_cls(p, configuration, 0, dataset_json, device)
     trainer.disable_checkpointing = True
-    trainer.on_train_start()
+    start = time.perf_counter()
+    trainer.on_train_start()  # GLUA: translator, translated copies and target data made here when missing
+    setup_s = time.perf_counter() - start
     timer = _Timer(trainer.device)
     comp = getattr(trainer, "components", None)
     if comp is not None:
@@ -115,6 +117,7 @@ def time_trainer(trainer_cls, plans: dict, dataset_json: dict, configuration: st
     return {
         "trainer": trainer_cls.__name__,
         "median_step_s": median_total,
+        "setup_s": setup_s,
         "parts_median_s": median_parts,
         "peak_memory_gib": (torch.cuda.max_memory_allocated(trainer.device) / 2**30
                             if trainer.device.type == "cuda" else None),
@@ -195,6 +198,8 @@ def format_result(r: dict, glua_trainer: str = "GLUATrainer") -> str:
              f"{glua['peak_memory_gib'] or 'n/a'} |", "", f"{glua_trainer} step breakdown (median s):"]
     for k, v in sorted(glua["parts_median_s"].items(), key=lambda kv: -kv[1]):
         lines.append(f"- {k}: {v:.3f}")
+    lines.append(f"\nset-up (on_train_start) s: nnUNetTrainer {base['setup_s']:.1f}, {glua_trainer} "
+                 f"{glua['setup_s']:.1f} (translator training and translated copies included when made in this run)")
     if "translator" in r:
         t = r["translator"]
         lines.append(f"\ntranslator: {t['slices_per_s']:.0f} slices/s ({t['slices_per_batch']} slices in "
