@@ -2,11 +2,12 @@
 
 For each trainer the script builds it through nnU-Net's trainer API on a planned dataset, runs ``warmup`` training
 steps, then times ``steps`` more (each ``train_step`` including the wait for the next batch, synchronised on CUDA)
-and reports the median seconds per step, the peak GPU memory (CUDA) and the ratio to ``nnUNetTrainer``. For
-GLUATrainer it also times its parts inside the same steps: waiting for nnU-Net's source batch, translation,
-waiting for the target batch, and the discriminator update; the rest of the step is the (concatenated) forward and
-backward pass. The translator's throughput in slices per second is measured separately on batches of the plan's
-patch size.
+and reports the median seconds per step, the peak GPU memory (CUDA), the set-up time (``on_train_start``) and the
+ratio to ``nnUNetTrainer``. For GLUATrainer it also times its parts inside the same steps: waiting for nnU-Net's
+source batch, translation (only for trainers that translate inside the step, ``translate_before_augmentation =
+False``; by default the translated copies are written at set-up and sampled by nnU-Net's loader), waiting for the
+target batch, and the discriminator update; the rest of the step is the (concatenated) forward and backward pass.
+The translator's throughput in slices per second is measured separately on batches of the plan's patch size.
 
 Usage: ``glua_speed_benchmark -d 701 -c 3d_fullres [-tr GLUATrainer] [-device cuda] [--steps 50] [--warmup 10]
 [--out docs/x.json]``. The dataset must be planned. A GLUA trainer that translates and finds no translator trains
