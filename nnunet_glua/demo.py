@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,10 +40,27 @@ from nnunet_glua.json_io import write_json
 from nnunet_glua.nnunet_io import dataset_folders_with_id
 
 
-def _convert_cardiac(phantom: Path, direction: str, dataset_id: int, upper_bound_id: int, num_processes: int) -> Path:
-    from nnunet_glua.conversion.mmwhs import convert_mmwhs
+def phantom_test_ids(default: Sequence[int], available: Sequence[int]) -> list[int]:
+    """The test ids of a phantom with ``available`` case ids: the public split's ``default`` ids when the phantom has
+    all of them (20 cases per modality), otherwise its last ids, as many as keep the public split's share of test
+    cases (at least one), so that a smaller phantom (``--num-cases``) still converts."""
+    available = sorted(available)
+    if set(default) <= set(available):
+        return list(default)
+    share = max(1, round(len(default) * len(available) / 20))
+    return available[-share:] if len(available) > share else []
 
-    return convert_mmwhs(phantom, direction, dataset_id, upper_bound_id=upper_bound_id, num_processes=num_processes)
+
+def _convert_cardiac(phantom: Path, direction: str, dataset_id: int, upper_bound_id: int, num_processes: int) -> Path:
+    from nnunet_glua.conversion.mmwhs import MMWHS_CT_TEST_IDS, MMWHS_MR_TEST_IDS, convert_mmwhs
+
+    def ids(modality: str) -> list[int]:
+        images = (phantom / f"{modality}_train").glob(f"{modality}_train_*_image.nii.gz")
+        return [int(f.name.split("_")[2]) for f in images]
+
+    return convert_mmwhs(phantom, direction, dataset_id, upper_bound_id=upper_bound_id, num_processes=num_processes,
+                         ct_test_ids=phantom_test_ids(MMWHS_CT_TEST_IDS, ids("ct")),
+                         mr_test_ids=phantom_test_ids(MMWHS_MR_TEST_IDS, ids("mr")))
 
 
 @dataclass(frozen=True)

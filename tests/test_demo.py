@@ -104,3 +104,22 @@ def test_environment_changes_are_undone(monkeypatch):
     with demo._environ({"nnUNet_n_proc_DA": None, "GLUA_DEMO_UNSET": "1"}):
         assert "nnUNet_n_proc_DA" not in os.environ and os.environ["GLUA_DEMO_UNSET"] == "1"
     assert os.environ["nnUNet_n_proc_DA"] == "7" and "GLUA_DEMO_UNSET" not in os.environ
+
+
+def test_phantom_test_ids_keep_the_public_split_or_the_last_cases():
+    assert demo.phantom_test_ids((1003, 1008, 1014, 1019), range(1001, 1021)) == [1003, 1008, 1014, 1019]
+    assert demo.phantom_test_ids((1003, 1008, 1014, 1019), range(1001, 1013)) == [1011, 1012]
+    assert demo.phantom_test_ids((1007, 1009, 1018, 1019), range(1001, 1007)) == [1006]
+    assert demo.phantom_test_ids((1007, 1009, 1018, 1019), [1001]) == []
+
+
+def test_a_phantom_with_fewer_cases_converts_with_test_cases_of_both_modalities(tmp_path, monkeypatch):
+    from nnunet_glua.phantom import make_phantom
+
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    make_phantom("cardiac", tmp_path / "phantom", num_cases=6, seed=0, size=32)
+    dataset_dir = demo.DEMO_TASKS["cardiac"].convert(tmp_path / "phantom", "CT2MR", 931, 932, 1)
+    info = json.loads((dataset_dir / "dataset.json").read_text())
+    assert len(list((dataset_dir / "imagesTs").glob("*.nii.gz"))) == 1
+    assert len(list((dataset_dir / "labelsTr").glob("*.nii.gz"))) == 5
+    assert info["numTraining"] == 5
