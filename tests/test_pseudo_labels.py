@@ -1,0 +1,194 @@
+"""Pseudo-label sets for self-training: the filter's steps and the set command (target training images only)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from tiny_dataset import TARGET_CASES, TEST_CASES, write_tiny_uda_dataset
+
+from nnunet_glua.data.pseudo_label_filter import PseudoLabelFilter, filter_pseudo_label
+from nnunet_glua.data.pseudo_labels import SET_FILE, PseudoLabelError, main, make_pseudo_labels
+
+LABELS = {1: "organ1", 2: "organ2"}
+NO_VOLUME_CHECK = {}
+
+
+def one_hot(labels: np.ndarray, confidence: float, num_classes: int = 3) -> np.ndarray:
+    """Probabilities with ``confidence`` on ``labels`` and the rest spread over the other classes."""
+    probs = np.full((num_classes, *labels.shape), (1 - confidence) / (num_classes - 1), np.float32)
+    np.put_along_axis(probs, labels[None].astype(np.int64), confidence, axis=0)
+    return probs
+
+
+def blobs() -> np.ndarray:
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1
+    labels[7:11, 7:11, 7:11] = 2
+    return labels
+
+
+def test_confident_agreeing_voxels_are_kept_exactly():
+    labels = blobs()
+    pseudo, report = filter_pseudo_label("c", [one_hot(labels, 0.95)] * 3, LABELS, 3, 0.001, NO_VOLUME_CHECK)
+    np.testing.assert_array_equal(pseudo, labels)
+    assert report.status == "kept" and report.ignored_fraction == 0
+    assert [s.kept_voxels for s in report.structures] == [64, 64]
+    assert report.structures[0].mean_confidence == pytest.approx(0.95)
+
+
+def test_low_confidence_and_fold_disagreement_become_the_ignore_label():
+    labels = blobs()
+    probs = one_hot(labels, 0.95)
+    unsure = one_hot(labels, 0.5)
+    probs[:, 2:4] = unsure[:, 2:4]  # a slab the ensemble is unsure of
+    other = labels.copy()
+    other[9:11, 7:11, 7:11] = 1  # one fold calls part of organ2 organ1
+    pseudo, report = filter_pseudo_label("c", [probs, probs, one_hot(other, 0.6)], LABELS, 3, 0.001,
+                                         NO_VOLUME_CHECK, PseudoLabelFilter(min_confidence=0.6))
+    assert (pseudo[2:4] == 3).all()
+    assert (pseudo[9:11, 7:11, 7:11] == 3).all()
+    assert (pseudo[7:9, 7:11, 7:11] == 2).all()
+    organ1, organ2 = report.structures
+    assert organ1.ignored_low_confidence == 2 * 4 * 4 and organ2.ignored_disagreement == 2 * 4 * 4
+    lenient = PseudoLabelFilter(min_confidence=0.6, min_agreement=0.6)
+    pseudo, _ = filter_pseudo_label("c", [probs, probs, one_hot(other, 0.6)], LABELS, 3, 0.001, NO_VOLUME_CHECK,
+                                    lenient)
+    assert (pseudo[9:11, 7:11, 7:11] == 2).all()
+
+
+def test_small_components_are_ignored_and_large_ones_kept():
+    labels = blobs()
+    labels[0, 11, 0] = 1  # a one-voxel island of organ1
+    pseudo, report = filter_pseudo_label("c", [one_hot(labels, 0.95)], LABELS, 3, 0.001, NO_VOLUME_CHECK)
+    assert pseudo[0, 11, 0] == 3 and (pseudo[2:6, 2:6, 2:6] == 1).all()
+    assert report.structures[0].components == 2 and report.structures[0].ignored_small_components == 1
+    pseudo, _ = filter_pseudo_label("c", [one_hot(labels, 0.95)], LABELS, 3, 0.001, NO_VOLUME_CHECK,
+                                    PseudoLabelFilter(min_component_fraction=0.0))
+    assert pseudo[0, 11, 0] == 1
+
+
+def test_an_implausible_structure_is_dropped_and_too_many_drop_the_case():
+    labels = blobs()  # 64 voxels of 1 ml each per structure
+    ranges = {1: (60.0, 70.0), 2: (600.0, 700.0)}  # organ2 is 64 ml against a source range of 600-700 ml
+    pseudo, report = filter_pseudo_label("c", [one_hot(labels, 0.95)], LABELS, 3, 1.0, ranges)
+    organ1, organ2 = report.structures
+    assert organ1.status == "kept" and organ2.status == "dropped" and "outside the plausible" in organ2.reason
+    assert (pseudo[labels == 2] == 3).all() and (pseudo[labels == 1] == 1).all()
+    assert report.status == "kept"  # one of two structures dropped: not more than half
+    _, report = filter_pseudo_label("c", [one_hot(labels, 0.95)], LABELS, 3, 1.0, ranges,
+                                    PseudoLabelFilter(max_dropped_fraction=0.4))
+    assert report.status == "dropped" and "organ2" in report.reason
+    missing = labels.copy()
+    missing[missing == 1] = 0  # a structure every source case has, absent from the prediction
+    _, report = filter_pseudo_label("c", [one_hot(missing, 0.95)], LABELS, 3, 1.0, {1: (60.0, 70.0)})
+    assert report.structures[0].status == "dropped"
+
+
+def test_filter_settings_are_checked():
+    with pytest.raises(ValueError, match="min_confidence"):
+        PseudoLabelFilter(min_confidence=1.5)
+    with pytest.raises(ValueError, match="volume_factor"):
+        PseudoLabelFilter(volume_factor=0.5)
+
+
+class FakeModel:
+    """What make_pseudo_labels needs of a trained model; its folds 'predict' by thresholding the target image."""
+
+    trainer, plans, configuration = "GLUATrainer_Short", "nnUNetPlans", "3d_fullres"
+
+    def __init__(self, folds=(0, 1)):
+        self.folds = tuple(folds)
+
+    def key(self) -> dict:
+        return {"folder": "/models/fake", "folds": [str(f) for f in self.folds]}
+
+
+class ThresholdPredictor:
+    """A FoldPredictFn: organ1 (dark) and organ2 (bright) of the tiny target images, confident; records calls."""
+
+    def __init__(self):
+        self.calls: list[tuple[object, list[str]]] = []
+
+    def __call__(self, fold, input_files, output_folder: Path) -> None:
+        self.calls.append((fold, sorted(input_files)))
+        for case, path in input_files.items():
+            assert "imagesTargetTr" in str(path), path
+            image = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+            labels = np.zeros(image.shape, np.uint8)
+            labels[(image > 60) & (image < 200)] = 1
+            labels[image > 400] = 2
+            np.savez_compressed(output_folder / f"{case}.npz", probabilities=one_hot(labels, 0.9))
+
+
+@pytest.fixture
+def tiny_raw(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    return write_tiny_uda_dataset(tmp_path / "raw", 951)
+
+
+def test_the_set_labels_every_target_training_image_in_its_geometry_and_never_a_test_image(tiny_raw):
+    predictor = ThresholdPredictor()
+    folder = make_pseudo_labels(951, FakeModel(), predict=predictor, settings=PseudoLabelFilter(volume_factor=10),
+                                log=lambda _: None)
+    assert folder == tiny_raw / "pseudolabels" / "GLUATrainer_Short__nnUNetPlans__3d_fullres"
+    assert [c for _, cases in predictor.calls for c in cases] == sorted(TARGET_CASES) * 2
+    # tgt_000 is a source-contrast image: the threshold 'model' finds implausible structures there, the case is dropped
+    written = sorted(p.name for p in (folder / "labels").iterdir())
+    assert written == [f"{c}.nii.gz" for c in TARGET_CASES[1:]]
+    for case in TARGET_CASES[1:]:
+        image = sitk.ReadImage(str(tiny_raw / "imagesTargetTr" / f"{case}_0000.nii.gz"))
+        label = sitk.ReadImage(str(folder / "labels" / f"{case}.nii.gz"))
+        assert label.GetSize() == image.GetSize() and label.GetSpacing() == image.GetSpacing()
+        assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3}
+    state = json.loads((folder / SET_FILE).read_text())
+    assert state["complete"] and state["ignore_label"] == 3
+    assert state["labels"] == {"background": 0, "organ1": 1, "organ2": 2, "ignore": 3}
+    assert set(state["cases"]) == set(TARGET_CASES)
+    assert state["cases"][TARGET_CASES[0]]["status"] == "dropped"
+    assert [s["status"] for s in state["cases"][TARGET_CASES[1]]["structures"]] == ["kept", "kept"]
+    assert state["source_volume_ranges_ml"]["1"][0] > 0
+    report = (folder / "report.md").read_text()
+    assert all(c in report for c in TARGET_CASES) and "organ2" in report
+    assert not (folder / "fold_0").exists()  # probabilities removed once the set is complete
+
+
+def test_the_set_resumes_where_it_stopped_and_refuses_other_settings(tiny_raw):
+    predictor = ThresholdPredictor()
+    model = FakeModel(folds=(0,))
+    settings = PseudoLabelFilter(volume_factor=10)
+    folder = make_pseudo_labels(951, model, predict=predictor, settings=settings, keep_probabilities=True,
+                                log=lambda _: None)
+    state = json.loads((folder / SET_FILE).read_text())
+    del state["cases"][TARGET_CASES[1]]  # as if killed after two cases
+    state["complete"] = False
+    (folder / SET_FILE).write_text(json.dumps(state))
+    (folder / "fold_0" / f"{TARGET_CASES[1]}.npz").write_bytes(b"PK\x03\x04 cut off")  # a half-written prediction
+    predictor.calls.clear()
+    make_pseudo_labels(951, model, predict=predictor, settings=settings, log=lambda _: None)
+    assert predictor.calls == [(0, [TARGET_CASES[1]])]
+    assert set(json.loads((folder / SET_FILE).read_text())["cases"]) == set(TARGET_CASES)
+    with pytest.raises(PseudoLabelError, match="filter"):
+        make_pseudo_labels(951, model, predict=predictor, settings=PseudoLabelFilter(min_confidence=0.5),
+                           log=lambda _: None)
+    make_pseudo_labels(951, model, predict=predictor, settings=PseudoLabelFilter(min_confidence=0.5),
+                       overwrite=True, log=lambda _: None)
+
+
+def test_a_test_image_among_the_target_training_images_is_refused(tiny_raw):
+    (tiny_raw / "imagesTargetTr" / f"{TEST_CASES[0]}_0000.nii.gz").write_bytes(
+        (tiny_raw / "imagesTs" / f"{TEST_CASES[0]}_0000.nii.gz").read_bytes())
+    predictor = ThresholdPredictor()
+    with pytest.raises(Exception, match=TEST_CASES[0]):
+        make_pseudo_labels(951, FakeModel(), predict=predictor, log=lambda _: None)
+    assert predictor.calls == []
+    assert not (tiny_raw / "pseudolabels").exists()
+
+
+def test_the_command_names_a_missing_model(tiny_raw, capsys):
+    assert main(["-d", "951", "-c", "3d_fullres", "-tr", "GLUATrainer", "-f", "0", "-device", "cpu"]) == 1
+    assert "no trained model GLUATrainer" in capsys.readouterr().err
