@@ -159,12 +159,28 @@ class DemoData(NamedTuple):
     target_dir: Path  # its unlabelled target images, preprocessed with the source plans
 
 
+def _check_existing_phantom(phantom_dir: Path, **expected: Any) -> None:
+    """Refuse a phantom folder whose manifest was drawn with other settings than ``expected`` (a manifest without
+    an ``appearance`` entry was drawn with the standard one)."""
+    from nnunet_glua.json_io import read_json
+    from nnunet_glua.phantom import MANIFEST_NAME
+
+    manifest = read_json(phantom_dir / MANIFEST_NAME, BenchmarkError)
+    found = {key: manifest.get(key, "standard" if key == "appearance" else None) for key in expected}
+    if found != expected:
+        differ = ", ".join(f"{k} {found[k]} (asked: {v})" for k, v in expected.items() if found[k] != v)
+        raise BenchmarkError(phantom_dir, f"this work folder holds a phantom drawn with {differ}; use another "
+                                          "--workdir for these settings")
+
+
 def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, seed: int, num_processes: int,
                  configuration: str, runner: CommandRunner, steps: _Steps,
-                 phantom_size: int = DEMO_PHANTOM_SIZE) -> DemoData:
-    """Steps 1-4: phantom (``phantom_size``: in-plane matrix of its CT scans), conversion, nnU-Net planning and
-    preprocessing of the source domain, preprocessing of the target images with the source plans; each skipped when
-    its output exists."""
+                 phantom_size: int = DEMO_PHANTOM_SIZE, appearance: str = "standard") -> DemoData:
+    """Steps 1-4: phantom (``phantom_size``: in-plane matrix of its CT scans; ``appearance``: its tissue values,
+    ``"standard"`` or ``"alt"``), conversion, nnU-Net planning and preprocessing of the source domain, preprocessing
+    of the target images with the source plans; each skipped when its output exists. A phantom already in
+    ``workdir`` drawn with another seed, size, number of cases or appearance is refused: everything after it would mix two data
+    sets."""
     from nnunet_glua.data.target_preprocessing import preprocess_target
     from nnunet_glua.phantom import make_phantom
 
@@ -173,8 +189,11 @@ def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, 
     with steps.step(1, f"phantom ({task.phantom_kind})", "phantom"):
         phantom_dir = workdir / f"phantom_{task.phantom_kind}"
         if not phantom_dir.exists():
-            make_phantom(task.phantom_kind, phantom_dir, num_cases=num_cases, seed=seed, size=phantom_size)
+            make_phantom(task.phantom_kind, phantom_dir, num_cases=num_cases, seed=seed, size=phantom_size,
+                         appearance=appearance)
         else:
+            _check_existing_phantom(phantom_dir, seed=seed, size=phantom_size, appearance=appearance,
+                                    num_cases=num_cases)
             print(f"exists: {phantom_dir}")
     with steps.step(2, f"convert to a UDA dataset ({direction[:2]} -> {direction[3:]})", "convert"):
         dataset_dir = _dataset_folder(raw, dataset_id)
@@ -258,7 +277,7 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
 
 def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu",
              configuration: str = DEMO_CONFIGURATION, direction: str = DEMO_DIRECTION, task: str = DEMO_TASK,
-             runner: CommandRunner | None = None) -> dict[str, Any]:
+             runner: CommandRunner | None = None, appearance: str = "standard") -> dict[str, Any]:
     """Run the steps listed in the module docstring in ``workdir`` with nnU-Net's folders taken from the
     environment; ``runner`` executes the external commands (default: as subprocesses).
 
@@ -274,7 +293,8 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     ensure_trainer_folder_registered()
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
     steps = _Steps(total=7)
-    data = prepare_data(workdir, demo_task, direction, num_cases, seed, num_processes, configuration, runner, steps)
+    data = prepare_data(workdir, demo_task, direction, num_cases, seed, num_processes, configuration, runner, steps,
+                        appearance=appearance)
     settings = demo_settings(data.dataset_dir, seed, device, configuration, num_processes)
     with steps.step(5, "style translator (global alignment), CPU-sized", "translator"):
         translator = train_translator(settings, seed, device)
@@ -337,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
     parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_TASKS[DEMO_TASK].dataset_ids),
                         help=f"source and target modality (default: {DEMO_DIRECTION}, CT labelled, MR unlabelled)")
+    parser.add_argument("--appearance", default="standard", choices=("standard", "alt"),
+                        help="phantom tissue values and image formation: standard (default) or alt (other scanners "
+                             "and contrast timings, same anatomy; no default was tuned on it). Use its own --workdir")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"),
                         help="device for the translator, the trainings and prediction (default: cpu)")
     args = parser.parse_args(argv)
@@ -348,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
-                           args.direction)
+                           args.direction, appearance=args.appearance)
     except BenchmarkError as e:
         print(f"glua_demo: error: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from test_benchmark import ADAPT, ADAPT_ID, UPPER, FakeNnUNet, refuse, write_plans, write_raw_dataset
 
 from nnunet_glua import demo
@@ -58,7 +60,8 @@ def test_demo_runs_the_benchmark_rows_through_the_benchmark_runner(tmp_path, mon
                              dry_run=True, runner=refuse)
 
     # data preparation, translator and pictures need real nnU-Net runs; they are replaced, the rows are not
-    def prepare_data(workdir, task, direction, num_cases, seed, num_processes, configuration, runner, steps):
+    def prepare_data(workdir, task, direction, num_cases, seed, num_processes, configuration, runner, steps,
+                     appearance="standard"):
         return demo.DemoData(Path(os.environ["nnUNet_raw"]) / ADAPT, tmp_path / "target")
 
     translator = tmp_path / "translator" / "checkpoint_final.pth"
@@ -123,3 +126,16 @@ def test_a_phantom_with_fewer_cases_converts_with_test_cases_of_both_modalities(
     assert len(list((dataset_dir / "imagesTs").glob("*.nii.gz"))) == 1
     assert len(list((dataset_dir / "labelsTr").glob("*.nii.gz"))) == 5
     assert info["numTraining"] == 5
+
+
+def test_a_work_folder_holding_a_phantom_drawn_otherwise_is_refused(tmp_path, monkeypatch):
+    from nnunet_glua.experiments.errors import BenchmarkError
+    from nnunet_glua.phantom import make_phantom
+
+    make_phantom("cardiac", tmp_path / "phantom_cardiac", num_cases=6, seed=0, size=32, progress=False)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    with pytest.raises(BenchmarkError, match=r"appearance standard \(asked: alt\)"):
+        demo.prepare_data(tmp_path, demo.DEMO_TASKS["cardiac"], "CT2MR", 6, 0, 1, "2d", refuse, demo._Steps(4),
+                          phantom_size=32, appearance="alt")
+    assert not (tmp_path / "raw").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -358,11 +359,11 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path: Path, monkeypatch: pyte
     real_render = generator.render_case
     calls = []
 
-    def failing_render(case: PhantomCase, seed: int = 0, size: int = 80):
+    def failing_render(case: PhantomCase, seed: int = 0, size: int = 80, appearance: str = "standard"):
         calls.append(case)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_render(case, seed=seed, size=size)
+        return real_render(case, seed=seed, size=size, appearance=appearance)
 
     monkeypatch.setattr(generator, "render_case", failing_render)
     with pytest.raises(KeyboardInterrupt):
@@ -415,3 +416,26 @@ def test_documented_tissue_table_matches_the_values_used() -> None:
         for i, protocol in enumerate(protocols):
             value = tissues.PROTOCOL_INTENSITIES[protocol][tissue]
             assert (value.mean, value.jitter, value.texture) == tuple(numbers[3 * i:3 * i + 3]), (tissue, protocol)
+
+
+def test_the_alt_appearance_changes_intensities_not_anatomy_and_keeps_the_contrast_flips(tmp_path: Path) -> None:
+    for protocol, case_id in (("mmwhs_ct", 1002), ("mmwhs_mr", 1002), ("btcv_ct", 2), ("chaos_t2spir", 2)):
+        standard = render_case(PhantomCase(protocol, case_id), seed=5, size=32)
+        alt = render_case(PhantomCase(protocol, case_id), seed=5, size=32, appearance="alt")
+        np.testing.assert_array_equal(alt.labels, standard.labels)
+        np.testing.assert_array_equal(alt.tissues, standard.tissues)
+        assert alt.acquisition.grid == standard.acquisition.grid
+        assert not np.array_equal(alt.image, standard.image), protocol
+    for tissue in Tissue:  # every tissue has an alt value, and the documented contrast flips still hold
+        assert tissue in tissues.ALT_PROTOCOL_INTENSITIES["mmwhs_mr"]
+    alt_ct, alt_mr = tissues.ALT_PROTOCOL_INTENSITIES["mmwhs_ct"], tissues.ALT_PROTOCOL_INTENSITIES["mmwhs_mr"]
+    assert alt_ct[Tissue.FAT].mean < alt_ct[Tissue.MYOCARDIUM].mean < alt_ct[Tissue.ARTERIAL_BLOOD].mean
+    assert alt_mr[Tissue.MYOCARDIUM].mean < alt_mr[Tissue.FAT].mean < alt_mr[Tissue.ARTERIAL_BLOOD].mean
+    alt_btcv, alt_chaos = tissues.ALT_PROTOCOL_INTENSITIES["btcv_ct"], tissues.ALT_PROTOCOL_INTENSITIES["chaos_t2spir"]
+    assert alt_btcv[Tissue.ARTERIAL_BLOOD].mean > alt_btcv[Tissue.LIVER].mean
+    assert alt_chaos[Tissue.ARTERIAL_BLOOD].mean < alt_chaos[Tissue.LIVER].mean
+    out = make_phantom("cardiac", tmp_path / "alt", num_cases=1, seed=5, size=16, progress=False, appearance="alt")
+    assert json.loads((out / "phantom_manifest.json").read_text())["appearance"] == "alt"
+    with pytest.raises(ValueError, match="appearance"):
+        make_phantom("cardiac", tmp_path / "bad", num_cases=1, size=16, progress=False, appearance="vendor_b")
+    assert not (tmp_path / "bad").exists()

@@ -25,6 +25,7 @@ CHAOS T2-SPIR   axial (2D)        DICOM slices, rows P, cols L    0.75 N x 0.75 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -100,6 +101,27 @@ PROTOCOLS: Mapping[str, AcquisitionProtocol] = {
         inplane_fraction=0.75, slice_fraction=(0.35, 0.55),
     ),
 }
+
+
+# the "alt" appearance's image formation: noisier CT (lower tube voltage), MR with a wider gain range, stronger coil
+# inhomogeneity and more noise (see tissues.ALT_PROTOCOL_INTENSITIES for the tissue values)
+_ALT_IMAGING: Mapping[str, dict] = {
+    "mmwhs_ct": {"noise": (18.0, 35.0), "circle_probability": 0.6},
+    "mmwhs_mr": {"noise": (0.03, 0.06), "gain": (0.5, 2.2), "bias_strength": (0.2, 0.45)},
+    "btcv_ct": {"noise": (12.0, 25.0), "circle_probability": 0.2},
+    "chaos_t2spir": {"noise": (0.025, 0.05), "gain": (0.5, 1.8), "bias_strength": (0.2, 0.45)},
+}
+
+
+def imaging_settings(protocol: str, appearance: str = "standard") -> ImagingSettings:
+    """How ``protocol`` (a key of :data:`PROTOCOLS`) forms its image in ``appearance`` (``"standard"``: the
+    settings above; ``"alt"``: the second appearance, which no default is tuned on)."""
+    settings = PROTOCOLS[protocol].imaging
+    if appearance == "standard":
+        return settings
+    if appearance != "alt":
+        raise ValueError(f"unknown phantom appearance {appearance!r}; choose standard or alt")
+    return dataclasses.replace(settings, appearance="alt", **_ALT_IMAGING[protocol])
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ from typing import Sequence
 
 from nnunet_glua.phantom.acquisition import MIN_SIZE
 from nnunet_glua.phantom.generator import DEFAULT_SIZE, KINDS, make_phantom
+from nnunet_glua.phantom.tissues import APPEARANCES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``glua_make_phantom`` argument parser (kind, output folder, cases, seed, size, overwrite, quiet)."""
+    """The ``glua_make_phantom`` argument parser (kind, output folder, cases, seed, size, appearance, overwrite,
+    quiet)."""
     parser = argparse.ArgumentParser(
         prog="glua_make_phantom",
         description=(
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help=f"in-plane matrix of the axial CT scans in voxels, at least {MIN_SIZE} "
                              f"(default: {DEFAULT_SIZE}); slices and MR matrices follow from it")
+    parser.add_argument("--appearance", choices=tuple(APPEARANCES), default="standard",
+                        help="tissue intensities and image formation: standard (default; what every default was "
+                             "chosen on) or alt (other scanners and contrast timings, same anatomy)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT if it exists (after the new data is complete)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,7 +53,7 @@ def main(argv: "Sequence[str] | None" = None) -> None:
     args = parser.parse_args(argv)
     try:
         out = make_phantom(args.kind, args.out, num_cases=args.num_cases, seed=args.seed, size=args.size,
-                           overwrite=args.overwrite, progress=not args.quiet)
+                           overwrite=args.overwrite, progress=not args.quiet, appearance=args.appearance)
     except (FileExistsError, ValueError) as error:
         parser.exit(2, f"glua_make_phantom: error: {error}\n")
     print(f"{args.kind} phantom written to {out}")

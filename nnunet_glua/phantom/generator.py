@@ -28,7 +28,8 @@ What makes it realistic (and hard for a model trained on one modality):
   in the unpaired public datasets;
 - intensities: per-tissue signal from each protocol's physics, with contrast inversions between CT and MR
   (fat, bone, flowing blood, fluid, liver/spleen); the tissue table is documented in
-  :mod:`.tissues`;
+  :mod:`.tissues`; a second appearance (``appearance="alt"``) takes other scanners' and contrast timings' values
+  and noisier image formation, same anatomy;
 - image formation (:mod:`.imaging`): partial-volume blur, within-tissue texture, CT Gaussian noise
   and reconstruction circle, MR bias field, receiver gain and Rician noise, air around the body, a patient
   table in CT;
@@ -54,10 +55,11 @@ from tqdm import tqdm
 
 import nnunet_glua
 from nnunet_glua.phantom.abdomen import BTCV_LABELS, CHAOS_LABELS, random_abdominal_subject
-from nnunet_glua.phantom.acquisition import MIN_SIZE, PROTOCOLS, Acquisition, plan_acquisition
+from nnunet_glua.phantom.acquisition import MIN_SIZE, PROTOCOLS, Acquisition, imaging_settings, plan_acquisition
 from nnunet_glua.phantom.anatomy import SubjectAnatomy
 from nnunet_glua.phantom.cardiac import MMWHS_LABELS, random_cardiac_subject
 from nnunet_glua.phantom.imaging import quantise, render_intensities
+from nnunet_glua.phantom.tissues import APPEARANCES
 from nnunet_glua.phantom.writers import SLICE_ORDERS, slice_order, write_chaos_series, write_nifti
 from nnunet_glua.json_io import write_json
 from nnunet_glua.io_utils import staged_directory
@@ -139,8 +141,10 @@ def _random_streams(seed: int, case: PhantomCase) -> list[np.random.Generator]:
     return [np.random.default_rng(child) for child in sequence.spawn(3)]
 
 
-def render_case(case: PhantomCase, seed: int = 0, size: int = DEFAULT_SIZE) -> RenderedScan:
-    """Simulate one scan (anatomy, acquisition, image formation) without writing anything."""
+def render_case(case: PhantomCase, seed: int = 0, size: int = DEFAULT_SIZE, appearance: str = "standard"
+                ) -> RenderedScan:
+    """Simulate one scan (anatomy, acquisition, image formation) without writing anything. ``appearance``
+    (``"standard"`` or ``"alt"``) changes only the image formation: anatomy, geometry and labels stay the same."""
     if case.protocol not in _DATASETS:
         raise ValueError(f"unknown phantom protocol {case.protocol!r}; choose one of {', '.join(_DATASETS)}")
     spec = _DATASETS[case.protocol]
@@ -150,8 +154,8 @@ def render_case(case: PhantomCase, seed: int = 0, size: int = DEFAULT_SIZE) -> R
     acquisition = plan_acquisition(protocol, anatomy.body, anatomy.table_y, anatomy.scan_center, size, geometry_rng)
     ids = anatomy.rasterise(acquisition.grid)
     tissues = anatomy.tissue_lookup()[ids]
-    image = quantise(render_intensities(tissues, acquisition.grid, protocol.imaging, imaging_rng), protocol.imaging,
-                     spec.image_dtype)
+    imaging = imaging_settings(case.protocol, appearance)
+    image = quantise(render_intensities(tissues, acquisition.grid, imaging, imaging_rng), imaging, spec.image_dtype)
     labels = anatomy.label_lookup(spec.label_set)[ids]
     return RenderedScan(case, acquisition, anatomy, image, labels, tissues)
 
@@ -198,14 +202,17 @@ def _write_scan(scan: RenderedScan, root: Path, seed: int, size: int, chaos_inde
 
 
 def make_phantom(kind: Kind, out_dir: "str | os.PathLike", num_cases: "int | None" = None, seed: int = 0,
-                 size: int = DEFAULT_SIZE, overwrite: bool = False, progress: bool = True) -> Path:
+                 size: int = DEFAULT_SIZE, overwrite: bool = False, progress: bool = True,
+                 appearance: str = "standard") -> Path:
     """Generate a phantom data set in the public layout of ``kind`` (see the module docstring) at ``out_dir``.
 
     ``num_cases``: scans per dataset, the first public ids (``None``: all, i.e. 20 per MMWHS modality, 20 CHAOS
     patients, 30 BTCV volumes; an int larger than a dataset's size takes all of that dataset). ``seed``: any
     non-negative int; the same seed gives identical files. ``size``: in-plane matrix (voxels) of the axial CT
     scans; other dimensions follow the protocols (about 0.35-0.8 ``size`` slices). ``overwrite``: replace an
-    existing ``out_dir`` (only once the new data is complete). Returns ``out_dir``.
+    existing ``out_dir`` (only once the new data is complete). ``appearance``: ``"standard"`` (the tissue values
+    and image formation every default was chosen on) or ``"alt"`` (other scanners and contrast timings, same
+    anatomy: a check that no result is tuned to one phantom). Returns ``out_dir``.
 
     Raises ``FileExistsError`` if ``out_dir`` exists and ``overwrite`` is false, ``ValueError`` for bad arguments.
     """
@@ -213,18 +220,20 @@ def make_phantom(kind: Kind, out_dir: "str | os.PathLike", num_cases: "int | Non
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise ValueError(f"size must be an integer of at least {MIN_SIZE} voxels, got {size!r}")
+    if appearance not in APPEARANCES:
+        raise ValueError(f"unknown phantom appearance {appearance!r}; choose one of {', '.join(APPEARANCES)}")
     cases = planned_cases(kind, num_cases)
     out_dir = Path(out_dir)
     records: list[dict[str, Any]] = []
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         chaos_index = 0
         for case in tqdm(cases, desc=f"phantom {kind}", unit="scan", disable=not progress):
-            scan = render_case(case, seed=int(seed), size=int(size))
+            scan = render_case(case, seed=int(seed), size=int(size), appearance=appearance)
             records.append(_write_scan(scan, staging, int(seed), int(size), chaos_index))
             chaos_index += case.protocol == "chaos_t2spir"
         write_json({
             "generator": f"nnunet_glua.phantom {nnunet_glua.__version__}",
-            "kind": kind, "seed": int(seed), "size": int(size), "num_cases": num_cases,
+            "kind": kind, "seed": int(seed), "size": int(size), "num_cases": num_cases, "appearance": appearance,
             "label_values": ({"mmwhs": MMWHS_LABELS} if kind == "cardiac"
                              else {"btcv": BTCV_LABELS, "chaos": CHAOS_LABELS}),
             "scans": records,

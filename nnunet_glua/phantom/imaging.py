@@ -39,7 +39,7 @@ class ImagingSettings:
     ``circle_probability`` the chance that the reconstruction circle is visible. MR: ``noise`` is the range of
     the Rician sigma relative to ``reference_tissue``'s mean, ``gain`` the range of the receiver gain,
     ``bias_strength`` the range of the polynomial coefficients of the log bias field, ``max_value`` the largest
-    storable value (12-bit DICOM: 4095).
+    storable value (12-bit DICOM: 4095); ``appearance`` the intensity table of :mod:`.tissues`.
     """
 
     protocol: str
@@ -50,6 +50,8 @@ class ImagingSettings:
     bias_strength: tuple[float, float] = (0.0, 0.0)
     reference_tissue: Tissue = Tissue.AIR
     max_value: int = _CT_MAX_HU
+    #: which intensity table of :mod:`.tissues` the protocol's tissues take (``"standard"`` or ``"alt"``)
+    appearance: str = "standard"
 
 
 def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -92,8 +94,8 @@ def render_intensities(tissues: np.ndarray, grid: PatientGrid, settings: Imaging
     Returns float32 values in the protocol's units (HU for CT, a.u. for MR), before rounding to the stored
     integer type; see :func:`quantise`.
     """
-    means = draw_tissue_means(settings.protocol, rng).astype(np.float32)
-    textures = texture_scales(settings.protocol).astype(np.float32)
+    means = draw_tissue_means(settings.protocol, rng, settings.appearance).astype(np.float32)
+    textures = texture_scales(settings.protocol, settings.appearance).astype(np.float32)
     image = means[tissues] + textures[tissues] * _smooth_noise(tissues.shape, rng, _TEXTURE_SIGMA_VOXELS)
     image = ndimage.gaussian_filter(image, PSF_SIGMA_VOXELS, mode="nearest")
     if settings.modality == "CT":

@@ -151,20 +151,76 @@ PROTOCOL_INTENSITIES: Mapping[str, Mapping[Tissue, TissueIntensity]] = MappingPr
         T.PANCREAS: (330, 30, 20), T.ADRENAL: (260, 25, 15), T.TABLE: (0, 0, 0),
     }),
 })
+# The "alt" appearance: the same protocols as other scanners and timings would image them, so that a result can be
+# checked on a phantom no default was tuned on. Every value stays within what such scans show, and every contrast
+# relation the module docstring lists still holds; what changes is how far apart the tissues are.
+ALT_PROTOCOL_INTENSITIES: Mapping[str, Mapping[Tissue, TissueIntensity]] = MappingProxyType({
+    # CTA at a lower tube voltage, later bolus: brighter iodine, right heart better opacified, noisier (see imaging)
+    "mmwhs_ct": _table({
+        T.AIR: (-1000, 0, 0), T.LUNG: (-780, 40, 50), T.FAT: (-85, 10, 12), T.MUSCLE: (45, 6, 9),
+        T.BONE: (800, 100, 170), T.CSF: (12, 5, 5), T.MYOCARDIUM: (120, 20, 12),
+        T.ARTERIAL_BLOOD: (420, 90, 20), T.VENOUS_BLOOD: (330, 80, 30), T.PORTAL_BLOOD: (140, 25, 12),
+        T.LIVER: (85, 8, 8), T.SPLEEN: (125, 15, 10), T.KIDNEY_CORTEX: (190, 30, 12),
+        T.KIDNEY_MEDULLA: (90, 15, 10), T.URINE: (10, 5, 5), T.BILE: (8, 5, 5), T.GASTRIC_WALL: (65, 8, 8),
+        T.GASTRIC_CONTENT: (20, 10, 8), T.BOWEL: (45, 10, 25), T.PANCREAS: (100, 10, 8), T.ADRENAL: (65, 8, 8),
+        T.TABLE: (100, 20, 10),
+    }),
+    # bSSFP of another field strength and vendor: half the blood-myocardium ratio (3 instead of 5.6), dimmer fat
+    "mmwhs_mr": _table({
+        T.AIR: (0, 0, 0), T.LUNG: (40, 12, 10), T.FAT: (480, 70, 40), T.MUSCLE: (220, 25, 18),
+        T.BONE: (300, 50, 70), T.CSF: (780, 70, 35), T.MYOCARDIUM: (230, 30, 15),
+        T.ARTERIAL_BLOOD: (700, 90, 50), T.VENOUS_BLOOD: (680, 90, 55), T.PORTAL_BLOOD: (560, 70, 45),
+        T.LIVER: (300, 30, 18), T.SPLEEN: (420, 35, 22), T.KIDNEY_CORTEX: (450, 35, 22),
+        T.KIDNEY_MEDULLA: (540, 35, 22), T.URINE: (820, 70, 35), T.BILE: (800, 70, 35),
+        T.GASTRIC_WALL: (250, 30, 18), T.GASTRIC_CONTENT: (680, 90, 65), T.BOWEL: (380, 55, 85),
+        T.PANCREAS: (330, 35, 22), T.ADRENAL: (270, 30, 18), T.TABLE: (0, 0, 0),
+    }),
+    # late arterial phase: corticomedullary kidneys, spleen brighter than liver (reversed), weaker portal vein
+    "btcv_ct": _table({
+        T.AIR: (-1000, 0, 0), T.LUNG: (-840, 30, 40), T.FAT: (-95, 10, 12), T.MUSCLE: (50, 6, 8),
+        T.BONE: (650, 90, 160), T.CSF: (12, 5, 5), T.MYOCARDIUM: (60, 8, 8),
+        T.ARTERIAL_BLOOD: (230, 40, 12), T.VENOUS_BLOOD: (120, 20, 10), T.PORTAL_BLOOD: (150, 25, 10),
+        T.LIVER: (95, 6, 7), T.SPLEEN: (120, 10, 9), T.KIDNEY_CORTEX: (230, 30, 12),
+        T.KIDNEY_MEDULLA: (110, 20, 10), T.URINE: (12, 5, 5), T.BILE: (8, 5, 5), T.GASTRIC_WALL: (80, 10, 8),
+        T.GASTRIC_CONTENT: (22, 10, 8), T.BOWEL: (50, 10, 25), T.PANCREAS: (110, 10, 8), T.ADRENAL: (65, 8, 8),
+        T.TABLE: (100, 20, 10),
+    }),
+    # T2 at 3 T with weaker fat suppression: fat grey instead of dark, organs closer together
+    "chaos_t2spir": _table({
+        T.AIR: (0, 0, 0), T.LUNG: (25, 10, 8), T.FAT: (160, 30, 15), T.MUSCLE: (120, 15, 12),
+        T.BONE: (110, 25, 30), T.CSF: (900, 70, 35), T.MYOCARDIUM: (150, 20, 12),
+        T.ARTERIAL_BLOOD: (70, 20, 20), T.VENOUS_BLOOD: (150, 35, 25), T.PORTAL_BLOOD: (200, 35, 25),
+        T.LIVER: (220, 25, 15), T.SPLEEN: (470, 40, 25), T.KIDNEY_CORTEX: (520, 40, 25),
+        T.KIDNEY_MEDULLA: (640, 50, 25), T.URINE: (980, 70, 35), T.BILE: (1000, 70, 35),
+        T.GASTRIC_WALL: (200, 25, 15), T.GASTRIC_CONTENT: (850, 90, 65), T.BOWEL: (350, 55, 85),
+        T.PANCREAS: (300, 30, 20), T.ADRENAL: (240, 25, 15), T.TABLE: (0, 0, 0),
+    }),
+})
 del T
 
+#: appearance name -> intensity tables of every protocol
+APPEARANCES: Mapping[str, Mapping[str, Mapping[Tissue, TissueIntensity]]] = MappingProxyType({
+    "standard": PROTOCOL_INTENSITIES, "alt": ALT_PROTOCOL_INTENSITIES})
 
-def draw_tissue_means(protocol: str, rng: np.random.Generator) -> np.ndarray:
+
+def intensity_table(protocol: str, appearance: str = "standard") -> Mapping[Tissue, TissueIntensity]:
+    """The intensity table of ``protocol`` in ``appearance`` (a key of :data:`APPEARANCES`)."""
+    if appearance not in APPEARANCES:
+        raise ValueError(f"unknown phantom appearance {appearance!r}; choose one of {', '.join(APPEARANCES)}")
+    return APPEARANCES[appearance][protocol]
+
+
+def draw_tissue_means(protocol: str, rng: np.random.Generator, appearance: str = "standard") -> np.ndarray:
     """Per-scan mean signal of every tissue: ``(len(Tissue),)`` float64 indexed by :class:`Tissue` value.
 
-    Each mean is drawn uniformly within ``mean ± jitter`` of the protocol's table.
+    Each mean is drawn uniformly within ``mean ± jitter`` of the protocol's table in ``appearance``.
     """
-    table = PROTOCOL_INTENSITIES[protocol]
+    table = intensity_table(protocol, appearance)
     jitter = rng.uniform(-1.0, 1.0, size=len(Tissue))
     return np.array([table[t].mean + jitter[t] * table[t].jitter for t in Tissue], dtype=np.float64)
 
 
-def texture_scales(protocol: str) -> np.ndarray:
+def texture_scales(protocol: str, appearance: str = "standard") -> np.ndarray:
     """Within-tissue texture standard deviation of every tissue: ``(len(Tissue),)`` float64, protocol units."""
-    table = PROTOCOL_INTENSITIES[protocol]
+    table = intensity_table(protocol, appearance)
     return np.array([table[t].texture for t in Tissue], dtype=np.float64)
