@@ -103,6 +103,22 @@ def test_glua_trainer_through_nnunet_cli(planned_phantom, cli_env, tmp_path):
             assert summary["classes"][name]["dice"]["mean"] == pytest.approx(np.mean(values), abs=1e-9), name
 
 
+    # pseudo-labels of the unlabelled target training images with nnU-Net's predictor: unfiltered, each must be
+    # exactly nnU-Net's own segmentation of that image (same array order and geometry)
+    _run([_bin("glua_pseudo_label"), "-d", str(DATASET_ID), "-c", CONFIG, "-tr", "GLUATrainer_Short", "-f", "all",
+          "-device", "cpu", "-np", "0", "-o", "unfiltered", "--min-confidence", "0", "--min-component-fraction", "0",
+          "--volume-factor", "inf", "--max-dropped-fraction", "1", "--keep-probabilities"], cli_env)
+    pseudo = planned_phantom / "pseudolabels" / "unfiltered"
+    target_cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (planned_phantom / "imagesTargetTr").iterdir())
+    assert sorted(p.name for p in (pseudo / "labels").iterdir()) == [f"{c}.nii.gz" for c in target_cases]
+    for case in target_cases:
+        label = sitk.ReadImage(str(pseudo / "labels" / f"{case}.nii.gz"))
+        nnunet = sitk.ReadImage(str(pseudo / "fold_all" / f"{case}.nii.gz"))
+        image = sitk.ReadImage(str(planned_phantom / "imagesTargetTr" / f"{case}_0000.nii.gz"))
+        assert label.GetSize() == image.GetSize() and label.GetDirection() == image.GetDirection()
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(label), sitk.GetArrayFromImage(nnunet))
+
+
 def test_source_only_trainer_through_nnunet_cli(planned_phantom, cli_env):
     env = dict(cli_env, nnUNet_n_proc_DA="0")
     _run([_bin("nnUNetv2_train"), str(DATASET_ID), CONFIG, "1", "-tr", "SourceOnlyTrainer_Short", "-device", "cpu"],
