@@ -179,8 +179,8 @@ def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, 
     """Steps 1-4: phantom (``phantom_size``: in-plane matrix of its CT scans; ``appearance``: its tissue values,
     ``"standard"`` or ``"alt"``), conversion, nnU-Net planning and preprocessing of the source domain, preprocessing
     of the target images with the source plans; each skipped when its output exists. A phantom already in
-    ``workdir`` drawn with another seed, size, number of cases or appearance is refused: everything after it would mix two data
-    sets."""
+    ``workdir`` drawn with another seed, size, number of cases or appearance is refused: everything after it would
+    mix two data sets."""
     from nnunet_glua.data.target_preprocessing import preprocess_target
     from nnunet_glua.phantom import make_phantom
 

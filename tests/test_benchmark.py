@@ -27,6 +27,8 @@ from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.experiments.medians import median_summary
 from nnunet_glua.experiments.rows import ROWS, Row, _check_table, select_rows, trainer_name
 from nnunet_glua.experiments.settings import default_out
+
+DEFAULT_ROWS = [r for r in ROWS if not r.on_request]  # what glua_benchmark runs without --rows
 from nnunet_glua.paths import EXT_TRAINER_ENV
 
 ADAPT_ID, UPPER_ID, NO_UPPER_ID = 941, 942, 943
@@ -255,7 +257,7 @@ def test_medians_over_seeds_and_gap_closed_are_computed_on_known_values(full_run
 
 def test_every_row_and_seed_has_its_evaluation_and_wall_time(full_run):
     report, _, out = full_run
-    for row in ROWS:
+    for row in DEFAULT_ROWS:
         for seed in SEEDS:
             folder = out / f"seed_{seed}" / row.key / "evaluation"
             assert {"evaluation.json", "evaluation.csv", "evaluation.md", "row.json"} <= {
@@ -282,9 +284,9 @@ def test_commands_use_the_row_trainers_seeded_results_roots_and_moved_plans(full
                                       "-np", "1")
     trains = [c for c in fake.calls if c.program == "nnUNetv2_train"]
     predicts = [c for c in fake.calls if c.program == "nnUNetv2_predict"]
-    assert len(trains) == len(predicts) == len(SEEDS) * len(ROWS)
+    assert len(trains) == len(predicts) == len(SEEDS) * len(DEFAULT_ROWS)
     expected = [(str(UPPER_ID) if r.upper_bound else str(ADAPT_ID), f"{r.trainer}_Short")
-                for _ in SEEDS for r in ROWS]
+                for _ in SEEDS for r in DEFAULT_ROWS]
     assert [(c.argv[1], FakeNnUNet.option(c, "-tr")) for c in trains] == expected
     for command in trains:
         seed = int(command.env["GLUA_SEED"])
@@ -340,7 +342,7 @@ def test_second_run_skips_finished_rows_and_reuses_trained_folds(full_run, tmp_p
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     evaluations = sorted(copy.glob("seed_*/*/evaluation/evaluation.json"))
-    assert len(evaluations) == len(SEEDS) * len(ROWS)
+    assert len(evaluations) == len(SEEDS) * len(DEFAULT_ROWS)
     stamps = [p.stat().st_mtime_ns for p in evaluations]
     again = run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
                              runner=refuse)
@@ -552,3 +554,33 @@ def test_a_missing_start_model_is_an_error_naming_the_row_to_run(full_run, tmp_p
     with pytest.raises(BenchmarkError, match="run row 'source-only' of seed 1 first"):
         run_benchmark(ADAPT_ID, schedule="_Short", seeds=SEEDS, device="cpu", out=copy, num_processes=1,
                          runner=refuse)
+
+
+def test_self_training_rows_pseudo_label_with_their_start_model_and_train_on_that_set(datasets, tmp_path):
+    result = run_benchmark(ADAPT_ID, schedule="_Short", rows=["glua+st2", "source-only+st"], seeds=(0,), device="cpu",
+                           out=tmp_path / "o", dry_run=True, runner=refuse, test_time_mirroring=False)
+    commands = [Command(tuple(c["argv"]), c["env"]) for c in result["commands"]]
+    steps = [(c.program, FakeNnUNet.option(c, "-tr")) for c in commands
+             if c.program in ("glua_pseudo_label", "nnUNetv2_train")]
+    assert steps == [("nnUNetv2_train", "SourceOnlyTrainer_Short"), ("nnUNetv2_train", "SourceOnlyTrainer_Short"),
+                     ("nnUNetv2_train", "GLUATrainer_Short"),
+                     ("glua_pseudo_label", "GLUATrainer_Short"), ("nnUNetv2_train", "GLUATrainer_SelfTrain_Short"),
+                     ("glua_pseudo_label", "SourceOnlyTrainer_Short"),
+                     ("nnUNetv2_train", "SourceOnlyTrainer_SelfTrain_Short"),
+                     ("glua_pseudo_label", "GLUATrainer_SelfTrain_Short"),
+                     ("nnUNetv2_train", "GLUATrainer_SelfTrain_Short")]
+    seed_root = Path(result["out"]) / "seed_0"
+    labelling = [c for c in commands if c.program == "glua_pseudo_label"]
+    training = [c for c in commands if c.program == "nnUNetv2_train"][3:]
+    starts = ["nnUNet_results_from_source-only", "nnUNet_results_from_source-only", "nnUNet_results_from_glua"]
+    roots = ["nnUNet_results_from_glua", "nnUNet_results_from_source-only-continued", "nnUNet_results_from_glua+st"]
+    names = set()
+    for label, train, start, root in zip(labelling, training, starts, roots):
+        # the start row's model, from its own results root, labels the set the row then trains on
+        assert label.env["nnUNet_results"] == str(seed_root / start)
+        assert FakeNnUNet.option(label, "-f") == "0" and label.argv[-1] == "--disable-tta"
+        name = FakeNnUNet.option(label, "-o")
+        assert train.env["GLUA_PSEUDO_LABELS"] == name and train.env["nnUNet_results"] == str(seed_root / root)
+        assert FakeNnUNet.option(train, "-pretrained_weights").startswith(str(seed_root / start))
+        names.add(name)
+    assert len(names) == 3  # one set per start model

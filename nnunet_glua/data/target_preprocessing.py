@@ -114,7 +114,7 @@ def load_plans_and_configuration(info: UDADatasetInfo, plans_identifier: str, co
     return plans_manager, configuration_manager, plans_file
 
 
-def _plans_fingerprint(plans: dict, configuration: str, configuration_dict: dict) -> dict:
+def plans_fingerprint(plans: dict, configuration: str, configuration_dict: dict) -> dict:
     # Only what shapes this configuration's preprocessing: the resolved configuration (inheritance applied) and
     # the plans' global entries (transpose, intensity statistics, reader/writer). Re-planning another
     # configuration of the same plans therefore keeps this cache.
@@ -144,7 +144,7 @@ def compute_target_hash(info: UDADatasetInfo, plans: dict, configuration: str, c
     payload = {
         "format_version": TARGET_FORMAT_VERSION,
         "split": split,
-        **_plans_fingerprint(plans, configuration, configuration_dict),
+        **plans_fingerprint(plans, configuration, configuration_dict),
         "dataset_json": info.dataset_json,
         "inputs": inputs,
     }
@@ -169,7 +169,8 @@ def read_manifest(root: Path) -> dict:
     return {"format_version": TARGET_FORMAT_VERSION, "splits": {}}
 
 
-def _case_complete(folder: Path, case: str) -> bool:
+def case_is_complete(folder: Path, case: str) -> bool:
+    """Whether all three files of ``case`` are in ``folder`` (the ``.pkl`` is written last)."""
     return all((folder / f"{case}{s}").is_file() for s in _CASE_SUFFIXES)
 
 
@@ -183,7 +184,7 @@ def _case_of_file(name: str) -> str | None:
 def _split_is_current(folder: Path, entry: dict | None, digest: str, cases: Sequence[str]) -> bool:
     return (entry is not None and entry.get("hash") == digest and entry.get("complete") is True
             and sorted(entry.get("cases", [])) == sorted(cases)
-            and all(_case_complete(folder, c) for c in cases))
+            and all(case_is_complete(folder, c) for c in cases))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,8 +213,6 @@ def preprocess_target_case(case: str, image_files: Sequence["str | os.PathLike"]
     in, so the stored ``_seg`` array marks only the image's nonzero region (0) and the outside (-1).
     ``properties['class_locations']`` is an empty dict (no foreground to oversample), as nnU-Net's loader expects.
     """
-    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
-
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
     data, seg, properties = preprocessor.run_case([str(f) for f in image_files], None, plans_manager,
                                                   configuration_manager, dataset_json)
@@ -222,18 +221,26 @@ def preprocess_target_case(case: str, image_files: Sequence["str | os.PathLike"]
         raise RuntimeError(f"{image_files[0]}: the preprocessor {type(preprocessor).__name__} produced foreground "
                            f"labels for an unlabelled target case; target data must not carry labels")
     properties["class_locations"] = {}
+    save_case_atomically(case, data, seg, properties, out_dir, staging_dir, tuple(configuration_manager.patch_size))
+    return case, tuple(int(i) for i in data.shape)
+
+
+def save_case_atomically(case: str, data: np.ndarray, seg: np.ndarray, properties: dict, out_dir: Path,
+                         staging_dir: Path, patch_size: tuple[int, ...]) -> None:
+    """Write one preprocessed case (``data`` float32 ``(C, *spatial)``, ``seg`` int16 ``(1, *spatial)``) in nnU-Net's
+    Blosc2 format into ``staging_dir`` and move it into ``out_dir``, its ``.pkl`` last: a case whose ``.pkl`` exists
+    is complete (:func:`case_is_complete`)."""
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
+
     data = data.astype(np.float32, copy=False)
     seg = seg.astype(np.int16, copy=False)
-    patch_size = tuple(configuration_manager.patch_size)
     blocks, chunks = comp_blosc2_params(data.shape, patch_size, data.itemsize)
     blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch_size, seg.itemsize)
-
     staging_dir.mkdir(parents=True, exist_ok=True)
     nnUNetDatasetBlosc2.save_case(data, seg, properties, str(staging_dir / case), chunks=chunks, blocks=blocks,
                                   chunks_seg=chunks_seg, blocks_seg=blocks_seg)
-    for suffix in _CASE_SUFFIXES:  # .pkl last: its presence marks a complete case
+    for suffix in _CASE_SUFFIXES:
         os.replace(staging_dir / f"{case}{suffix}", out_dir / f"{case}{suffix}")
-    return case, tuple(int(i) for i in data.shape)
 
 
 def _nnunet_version() -> str:
@@ -326,11 +333,11 @@ def _build_split(info: UDADatasetInfo, split: str, root: Path, manifest: dict, p
     # drop leftovers: half-moved cases and cases that are no longer part of the split
     for name in os.listdir(folder):
         case = _case_of_file(name)
-        if case is None or case not in image_files or not _case_complete(folder, case):
+        if case is None or case not in image_files or not case_is_complete(folder, case):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    todo = {c: image_files[c] for c in cases if not _case_complete(folder, c)}
+    todo = {c: image_files[c] for c in cases if not case_is_complete(folder, c)}
     if todo:
         _run_cases(todo, plans_manager, configuration_manager, info.dataset_json, folder, staging, num_processes,
                    desc=f"Preprocessing target {split} cases", show_progress=verbose)

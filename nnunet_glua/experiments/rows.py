@@ -25,7 +25,10 @@ class Row:
     ``trainer`` is the trainer class without schedule suffix; ``upper_bound`` rows train on the upper-bound
     dataset instead of the adaptation dataset; ``ablation`` rows are left out by ``ablations=False``;
     ``starts_from`` is the key of the row whose final checkpoint (same seed and fold) initialises this one, which
-    then trains the second-stage schedule (``None``: from scratch, first-stage schedule).
+    then trains the second-stage schedule (``None``: from scratch, first-stage schedule); ``pseudo_labels`` rows
+    self-train: before training, the start row's model pseudo-labels the unlabelled target training images
+    (``glua_pseudo_label``) and the row trains on that set; ``on_request`` rows run only when ``--rows`` names
+    them (the self-training rows: each adds a stage to the rows it starts from).
     """
 
     key: str
@@ -35,6 +38,8 @@ class Row:
     upper_bound: bool = False
     ablation: bool = False
     starts_from: str | None = None
+    pseudo_labels: bool = False
+    on_request: bool = False
 
     @property
     def first_stage(self) -> bool:
@@ -47,6 +52,8 @@ LOWER_ROW = "source-only, continued"
 ADAPTED_ROW = "GLUA"
 UPPER_ROW = "target-supervised"
 _START = "source-only"  # key of the first-stage row every other row starts from
+_ST = ("self-training: the labelled source batch plus the target training images pseudo-labelled by the "
+       "{start} model (filtered, untrusted voxels ignored), half of the samples each")
 # run order: source-only first (every other row starts from it), then the headline rows, so an interrupted
 # benchmark has them before the ablations
 ROWS: tuple[Row, ...] = (
@@ -60,6 +67,17 @@ ROWS: tuple[Row, ...] = (
     Row("target-supervised", UPPER_ROW, "SourceOnlyTrainer",
         "source-only fine-tuned on labelled target scans (upper bound), same plans", upper_bound=True,
         starts_from=_START),
+    Row("glua+st", "GLUA + self-training", "GLUATrainer_SelfTrain", _ST.format(start="GLUA") + "; GLUA's batch",
+        starts_from="glua", pseudo_labels=True, on_request=True),
+    Row("source-only+st", "source-only + self-training", "SourceOnlyTrainer_SelfTrain",
+        _ST.format(start="source-only continued") + "; no adaptation (the baseline)",
+        starts_from="source-only-continued", pseudo_labels=True, on_request=True),
+    Row("glua+st2", "GLUA + self-training, round 2", "GLUATrainer_SelfTrain",
+        _ST.format(start="GLUA + self-training") + " (a second round)", starts_from="glua+st", pseudo_labels=True,
+        on_request=True),
+    Row("source-only+st2", "source-only + self-training, round 2", "SourceOnlyTrainer_SelfTrain",
+        _ST.format(start="source-only + self-training") + " (a second round)", starts_from="source-only+st",
+        pseudo_labels=True, on_request=True),
     Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
         "feature alignment at every valid location (global feature alignment)", ablation=True, starts_from=_START),
     Row("glua-style-only", "GLUA: style only", "GLUATrainer_StyleOnly",
@@ -104,11 +122,11 @@ def select_rows(rows: Sequence[str] | None = None, ablations: bool = True) -> li
     """The rows to run, in table order.
 
     ``rows`` lists row keys (or labels; case-insensitive); ``None`` means the headline rows plus, with
-    ``ablations``, the ablation rows. An explicit ``rows`` list wins over ``ablations``. A row that starts from
+    ``ablations``, the ablation rows (never the ``on_request`` rows). An explicit ``rows`` list wins over ``ablations``. A row that starts from
     another brings that row along, and that one its own start row (they must be trained first).
     """
     if rows is None:
-        return [row for row in ROWS if ablations or not row.ablation]
+        return [row for row in ROWS if (ablations or not row.ablation) and not row.on_request]
     lookup = {row.key.lower(): row for row in ROWS} | {row.label.lower(): row for row in ROWS}
     chosen: set[str] = set()
     for name in rows:

@@ -25,7 +25,9 @@ from nnunet_glua.experiments.rows import Row
 from nnunet_glua.experiments.settings import PROGRESS_RECORD, ROW_RECORD, ExperimentSettings
 from nnunet_glua.io_utils import staged_directory
 from nnunet_glua.json_io import read_json, write_json
+from nnunet_glua.data.pseudo_labelled_target import PSEUDO_LABELS_ENV
 from nnunet_glua.paths import EXT_TRAINER_ENV
+from nnunet_glua.style.integration import translator_folder_name
 
 __all__ = ["SEED_ENV", "read_record", "check_existing_rows", "check_evaluated_cases", "RowRunner"]
 
@@ -81,12 +83,16 @@ class RowRunner:
         self.n_done = 0
 
     def row_env(self, seed: int, row: Row) -> dict[str, str]:
-        """Environment overrides of ``row``'s nnU-Net commands: its results root, the seed, the trainer folder."""
-        return {
+        """Environment overrides of ``row``'s nnU-Net commands: its results root, the seed, the trainer folder and,
+        for a self-training row, its pseudo-label set."""
+        env = {
             "nnUNet_results": str(self.s.results_root(seed, row)),
             SEED_ENV: str(seed),
             EXT_TRAINER_ENV: os.environ[EXT_TRAINER_ENV],
         }
+        if row.pseudo_labels:
+            env[PSEUDO_LABELS_ENV] = self.s.pseudo_label_set(seed, row)
+        return env
 
     def run(self, seed: int, row: Row) -> None:
         """Train, predict and evaluate ``row`` for ``seed``, skipping what is done; in a dry run only print."""
@@ -121,6 +127,9 @@ class RowRunner:
         if checkpoint.is_file():
             self.executor.note(f"trained earlier, not retrained: {checkpoint}")
             return
+        if row.pseudo_labels:
+            self._pseudo_label(seed, row, commands)
+        self._share_translator(seed, row)
         argv = [self.executor.program("nnUNetv2_train"), str(s.trained_dataset(row).id), s.configuration, s.fold,
                 "-tr", s.trainer(row), "-p", s.plans, "-device", s.device]
         start_checkpoint = s.start_checkpoint(seed, row)
@@ -139,6 +148,34 @@ class RowRunner:
                 raise BenchmarkError(checkpoint, "training finished but left no final checkpoint")
             progress["train_s"] = round(time.perf_counter() - start, 1)
             self._save_progress(seed, row, progress)
+
+    def _pseudo_label(self, seed: int, row: Row, commands: list[Command]) -> None:
+        """``glua_pseudo_label`` with the start row's model (this benchmark's fold) into the row's set; resumable,
+        and made afresh (``--overwrite``) when the start model changed since the set was made."""
+        s = self.s
+        start = s.row(row.starts_from)
+        argv = [self.executor.program("glua_pseudo_label"), "-d", str(s.adaptation.id), "-c", s.configuration,
+                "-tr", s.trainer(start), "-p", s.plans, "-f", s.fold, "-o", s.pseudo_label_set(seed, row),
+                "-device", s.device, "-np", str(s.num_processes), "--overwrite"]
+        if not s.test_time_mirroring:
+            argv.append("--disable-tta")
+        commands.append(Command(tuple(argv), self.row_env(seed, start)))
+        self.executor.execute(commands[-1])
+
+    def _share_translator(self, seed: int, row: Row) -> None:
+        """A row started from a GLUA row uses that row's style translator: linked into its own results root (which
+        would otherwise train a second one)."""
+        s = self.s
+        if row.starts_from is None or s.dry_run:
+            return
+        name = translator_folder_name(s.plans, s.configuration)
+        dataset = s.trained_dataset(row).name
+        source = s.results_root(seed, s.row(row.starts_from)) / dataset / name
+        link = s.results_root(seed, row) / dataset / name
+        if (source / "checkpoint_final.pth").is_file() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source.resolve(), target_is_directory=True)
+            self.executor.note(f"translator of row {row.starts_from!r} shared: {link} -> {source}")
 
     def _predict(self, seed: int, row: Row, progress: dict[str, Any], commands: list[Command]) -> None:
         s = self.s

@@ -114,6 +114,16 @@ class ExperimentSettings:
             return None
         return self.fold_folder(seed, self.row(row.starts_from)) / "checkpoint_final.pth"
 
+    def pseudo_label_set(self, seed: int, row: Row) -> str | None:
+        """Name of the pseudo-label set a self-training ``row`` trains on for ``seed`` (``None`` for other rows):
+        unique to this benchmark folder, seed and start row, as the sets of a dataset share one folder."""
+        if not row.pseudo_labels:
+            return None
+        import hashlib
+
+        tag = hashlib.sha256(str(self.out.resolve()).encode()).hexdigest()[:8]
+        return f"benchmark_{tag}_seed{seed}_fold{self.fold}_from_{row.starts_from}"
+
     def identity(self, seed: int, row: Row) -> dict[str, Any]:
         """What a finished row's results depend on; a stored row must match it to be reused."""
         return {

@@ -141,7 +141,7 @@ def _rank_zero_first(trainer, lock_path: Path, what: str, work: Callable[[], obj
     run_on_rank_zero_first(work, lock_path, what, distributed=trainer.is_ddp)
 
 
-def _build_lock(trainer) -> Path:
+def build_lock(trainer) -> Path:
     """The lock file behind which the target data, the translator and the translated copies of one dataset, plans
     and configuration are built (shared by every fold and rank)."""
     dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
@@ -159,7 +159,7 @@ def _ensure_translator(trainer, lock: Path) -> None:
         log=trainer.print_to_log_file))
 
 
-def _adaptation_info(trainer):
+def adaptation_info(trainer):
     """The trainer's dataset's GLUA description, refused unless it is an adaptation dataset whose unlabelled target
     training cases do not include a target test case."""
     dataset = trainer.plans_manager.dataset_name
@@ -197,8 +197,8 @@ def prepare_target_data(trainer) -> None:
     """Preprocess the unlabelled target images with the trainer's plans if that was not done yet (rank 0, behind
     the build lock; every rank returns once they exist)."""
     dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
-    _adaptation_info(trainer)
-    _rank_zero_first(trainer, _build_lock(trainer), "preprocessing the unlabelled target images",
+    adaptation_info(trainer)
+    _rank_zero_first(trainer, build_lock(trainer), "preprocessing the unlabelled target images",
                      lambda: preprocess_target(dataset, trainer.configuration_name, plans))
 
 
@@ -207,7 +207,7 @@ def start_target_loader(trainer, num_processes: int):
     the ``target_loader`` stream; 0: in this process), with its first batch requested so that its workers start
     now, like nnU-Net's loaders. Needs :func:`prepare_target_data` first."""
     dataset, plans = trainer.plans_manager.dataset_name, trainer.plans_manager.plans_name
-    info = _adaptation_info(trainer)
+    info = adaptation_info(trainer)
     loader = make_patch_loader(target_folder(dataset, trainer.configuration_name, plans, split="train"),
                                trainer.configuration_manager, batch_size=target_batch_size(trainer),
                                identifiers=tuple(info.target_training_cases),
@@ -223,7 +223,7 @@ def start_target_loader(trainer, num_processes: int):
 def build_components(trainer, target_loader=None) -> GLUAComponents:
     """Build the GLUA parts for an initialised ``GLUATrainer`` (network, device, plans, dataset known) whose
     loaders exist: ``target_loader`` is :func:`start_target_loader`'s (needed with feature alignment)."""
-    info = _adaptation_info(trainer)
+    info = adaptation_info(trainer)
     target_cases = tuple(info.target_training_cases)
 
     comp = GLUAComponents(device=trainer.device)
@@ -232,7 +232,7 @@ def build_components(trainer, target_loader=None) -> GLUAComponents:
         "soft_mask_temperature", "lambda_align", "disc_width", "disc_layers", "structure_shift",
         "structure_shift_probability")}
     comp.settings["feature_stages"] = trainer._tap().feature_stages
-    lock = _build_lock(trainer)
+    lock = build_lock(trainer)
 
     if trainer.use_feature_alignment:
         if target_loader is None:
@@ -295,7 +295,7 @@ def prepare_translated_copies(trainer) -> Path:
 
     plans_identifier = trainer.plans_manager.plans_name
     configuration = trainer.configuration_name
-    lock = _build_lock(trainer)
+    lock = build_lock(trainer)
     # only rank 0 writes copies (on the device); the other ranks need just the translator's identity for the key
     translator, _ = _translator_of(trainer, lock, on_device=trainer.local_rank == 0)
     source = trainer.preprocessed_dataset_folder

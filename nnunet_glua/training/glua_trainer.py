@@ -54,10 +54,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_glua.alignment.local_mask import gap_map, soft_gap_weights, top_fraction_mask, valid_feature_locations
 from nnunet_glua.alignment.losses import masked_alignment_loss
+from nnunet_glua.data.pseudo_labelled_target import pseudo_labelled_samples
 from nnunet_glua.data.translated_source import SourceWithTranslatedCopies, translated_samples
 from nnunet_glua.training.augmentation import AppendValidityChannel, add_transforms, split_validity
 from nnunet_glua.training.feature_unet import FeatureTapUNet, decoder_stage_at_stride
 from nnunet_glua.training.seeded_trainer import SeededTrainer
+from nnunet_glua.training.self_training import SelfTraining
 from nnunet_glua.training.structure_shift import StructureShift
 from nnunet_glua.training.glua_components import (AdversarialDivergenceError, GLUAComponents, alignment_ramp,
                                                   build_components, prepare_target_data, prepare_translated_copies,
@@ -71,7 +73,7 @@ _LOG_KEYS = ("glua_seg_loss", "glua_align_loss", "glua_disc_loss", "glua_align_w
              "glua_disc_acc_source", "glua_disc_acc_target", "glua_translated_fraction")
 
 
-class GLUATrainer(StructureShift, SeededTrainer):
+class GLUATrainer(SelfTraining, StructureShift, SeededTrainer):
     """nnU-Net trainer with global (style transfer) and local (masked feature adversarial) alignment."""
 
     # --- global alignment ---
@@ -138,6 +140,7 @@ class GLUATrainer(StructureShift, SeededTrainer):
         self._loaded_translator = None  # (translator, checkpoint) while set-up needs it (glua_components)
         self._target_loader = None  # from get_dataloaders to prepare_training
         self._step_divergence: dict[str, torch.Tensor] = {}
+        self.check_self_training()
 
     def _set_batch_size_and_oversample(self) -> None:
         """nnU-Net's per-rank batch size and oversampling, with one randomly placed sample kept per rank.
@@ -189,14 +192,13 @@ class GLUATrainer(StructureShift, SeededTrainer):
         fused = type(optimizer)(self.network.parameters(), **{**optimizer.defaults, "fused": True, "foreach": None})
         return fused, type(scheduler)(fused, self.initial_lr, self.num_epochs)
 
-    def get_tr_and_val_datasets(self):
-        """nnU-Net's split; with translation before augmentation, the training cases come with their translated
-        copies (:class:`~nnunet_glua.data.translated_source.SourceWithTranslatedCopies`)."""
-        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+    def labelled_training_dataset(self, dataset_tr):
+        """With translation before augmentation, the training cases come with their translated copies
+        (:class:`~nnunet_glua.data.translated_source.SourceWithTranslatedCopies`)."""
         if self._copies_folder is not None:
             dataset_tr = SourceWithTranslatedCopies(dataset_tr, self._copies_folder, self.translated_styles_per_case,
                                                     self.translate_probability)
-        return dataset_tr, dataset_val
+        return dataset_tr
 
     # ------------------------------------------------------------------ network
     @classmethod
@@ -328,9 +330,13 @@ class GLUATrainer(StructureShift, SeededTrainer):
         if align:
             n_rand = self._num_randomly_sampled(b)
             source_valid = valid_source[:n_rand]
-            if self.use_translation:  # the discriminator's source domain is the translated source
-                source_valid = source_valid & translated[:n_rand].to(self.device, non_blocking=True).view(
-                    -1, *([1] * (source_valid.ndim - 1)))
+            # the discriminator's source domain: the translated source (with translation), never a real target
+            # sample of self-training
+            source_side = ~torch.from_numpy(pseudo_labelled_samples(batch["keys"][:n_rand]))
+            if self.use_translation:
+                source_side &= translated[:n_rand]
+            source_valid = source_valid & source_side.to(self.device, non_blocking=True).view(
+                -1, *([1] * (source_valid.ndim - 1)))
             disc_loss, acc_s, acc_t = comp.update_discriminator(
                 [f[:n_rand].detach() for f in features], [f[b:].detach() for f in features], source_valid,
                 valid_target, self.min_valid_fraction, guard=lambda loss: self._guarded(loss, "discriminator"))

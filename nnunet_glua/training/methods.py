@@ -15,7 +15,10 @@ from nnunet_glua.training.seeded_trainer import SeededTrainer
 from nnunet_glua.training.source_only import SourceOnlyTrainer
 from nnunet_glua.training.structure_shift import DEFAULT_MAX_SHIFT
 
-__all__ = ["Method", "METHODS"]
+__all__ = ["Method", "METHODS", "SELF_TRAINING_FRACTION"]
+
+#: share of the training samples the self-training trainers draw from pseudo-labelled target cases
+SELF_TRAINING_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,13 @@ METHODS: tuple[Method, ...] = (
     Method("GLUATrainer_LateTranslation", GLUATrainer,
            "ablation: translation and shift on the augmented batch, in the training step, after nnU-Net's augmentation",
            {"translate_before_augmentation": False, "shift_before_augmentation": False}),
+    Method("GLUATrainer_SelfTrain", GLUATrainer,
+           "self-training: GLUA's batch plus pseudo-labelled target cases (half of the samples; glua_pseudo_label)",
+           {"pseudo_label_fraction": SELF_TRAINING_FRACTION}),
     Method("SourceOnlyTrainer", SourceOnlyTrainer, "plain nnU-Net on the labelled source domain (lower bound)"),
     Method("SourceOnlyTrainer_StructureShift", SourceOnlyTrainer,
            "source-only with the structure-wise intensity shift alone", {"structure_shift": DEFAULT_MAX_SHIFT}),
+    Method("SourceOnlyTrainer_SelfTrain", SourceOnlyTrainer,
+           "self-training baseline: source batch + pseudo-labelled target cases (half of the samples), no adaptation",
+           {"pseudo_label_fraction": SELF_TRAINING_FRACTION}),
 )

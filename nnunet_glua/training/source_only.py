@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 
 from nnunet_glua.training.seeded_trainer import SeededTrainer
+from nnunet_glua.training.self_training import SelfTraining
 from nnunet_glua.training.structure_shift import StructureShift
 
 
-class SourceOnlyTrainer(StructureShift, SeededTrainer):
+class SourceOnlyTrainer(SelfTraining, StructureShift, SeededTrainer):
     """Plain nnU-Net on the labelled source domain, seeded; ``structure_shift > 0`` shifts the structures of the
     training batch (:mod:`~nnunet_glua.training.structure_shift`) before nnU-Net's step, from the source labels."""
 
@@ -19,6 +20,7 @@ class SourceOnlyTrainer(StructureShift, SeededTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.check_structure_shift()
+        self.check_self_training()
 
     def train_step(self, batch: dict) -> dict:
         if self.structure_shift > 0:

@@ -33,7 +33,7 @@ DEFAULT_PROBABILITY = 0.5
 
 def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift: float, probability: float,
                                 generator: torch.Generator | None, ignore_label: int | None = None,
-                                num_labels: int | None = None) -> torch.Tensor:
+                                num_labels: int | None = None, max_label: int | None = None) -> torch.Tensor:
     """Add one offset drawn uniformly from ``[-max_shift, max_shift]`` to every labelled structure (label > 0) of
     each channel of each sample, for a random ``probability`` fraction of the samples; the rest stay unchanged.
     Voxels of ``ignore_label`` (nnU-Net's "not annotated" label, if the dataset has one) are not a structure and
@@ -41,8 +41,10 @@ def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift
 
     ``generator`` is a CPU :class:`torch.Generator` (the draws do not depend on the device, so a run is
     reproducible on CPU and GPU alike); ``None`` draws from torch's global generator. ``num_labels``: the number of
-    label values including background (default: read from ``seg``, which waits for the device). Returns a new tensor
-    with the shape, dtype and device of ``data``.
+    label values including background (default: read from ``seg``, which waits for the device); ``max_label``: the
+    highest label that is a structure (labels above it, e.g. the ignore label of pseudo-labels, or above
+    ``num_labels - 1``, stay unchanged; default: every label). Returns a new tensor with the shape, dtype and device
+    of ``data``.
     """
     if data.ndim < 3 or seg.ndim != data.ndim or seg.shape[0] != data.shape[0] or seg.shape[1] != 1 \
             or seg.shape[2:] != data.shape[2:]:
@@ -61,7 +63,9 @@ def shift_structure_intensities(data: torch.Tensor, seg: torch.Tensor, max_shift
     offsets[~chosen] = 0.0
     if max_shift == 0 or not chosen.any():
         return data.clone()
-    index = labels.clamp(min=0).flatten(1).unsqueeze(1).expand(b, c, -1)  # (B, C, N) label of each voxel
+    cap = max(n_labels, 1) if max_label is None else min(max(n_labels, 1), max_label + 1)
+    labels = torch.where(labels < cap, labels.clamp(min=0), torch.zeros_like(labels))  # above cap: background
+    index = labels.flatten(1).unsqueeze(1).expand(b, c, -1)  # (B, C, N) label of each voxel
     shift = torch.gather(offsets.to(data.device, data.dtype), 2, index).view_as(data)
     return data + shift
 
@@ -75,14 +79,16 @@ class StructureShiftTransform(BasicTransform):
 
     labelled_source_only = True
 
-    def __init__(self, max_shift: float, probability: float, ignore_label: int | None = None):
+    def __init__(self, max_shift: float, probability: float, ignore_label: int | None = None,
+                 max_label: int | None = None):
         super().__init__()
         self.max_shift, self.probability, self.ignore_label = float(max_shift), float(probability), ignore_label
+        self.max_label = max_label
 
     def apply(self, data_dict: dict, **params) -> dict:
         image, seg = data_dict["image"], data_dict["segmentation"]
         shifted = shift_structure_intensities(image[None], seg[None, :1], self.max_shift, self.probability, None,
-                                              self.ignore_label)
+                                              self.ignore_label, max_label=self.max_label)
         data_dict["image"] = shifted[0]
         return data_dict
 
@@ -120,7 +126,10 @@ class StructureShift:
             use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
             regions=regions, ignore_label=ignore_label)
         if cls.structure_shift > 0 and cls.shift_before_augmentation:
-            shift = StructureShiftTransform(cls.structure_shift, cls.structure_shift_probability, ignore_label)
+            # the dataset's labels (nnU-Net passes them): a pseudo-label's ignore label above them is no structure
+            max_label = max(foreground_labels) if foreground_labels else None
+            shift = StructureShiftTransform(cls.structure_shift, cls.structure_shift_probability, ignore_label,
+                                            max_label)
             pipeline = add_transforms(pipeline, before_intensity=shift, owner=cls.__name__)
         return pipeline
 
