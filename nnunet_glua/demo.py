@@ -12,9 +12,11 @@ Steps (each is skipped when its output already exists, so an interrupted run res
      (``-pretrained_weights``) with the same second-stage schedule, source-only nnU-Net continued and GLUA, so that
      GLUA is compared with a source-only model trained for exactly as many steps; each row is predicted on the target
      test set and evaluated. Unlike the benchmark's command line, the demo predicts without test-time mirroring
-     (``--disable_tta``) to save time, the same for every row.
-  7. draw pictures (target test predictions, the local gap mask, the translator's preview) and print the rows
-     (Dice, ASSD) on the target test set
+     (``--disable_tta``) to save time, the same for every row. ``--self-train`` adds the rows ``glua+st`` and
+     ``source-only+st``: each model pseudo-labels the unlabelled target training images (``glua_pseudo_label``) and
+     trains on from them with its self-training trainer.
+  7. draw pictures (target test predictions, the local gap mask, the translator's preview; with ``--self-train`` the
+     GLUA model's pseudo-labels and their report) and print the rows (Dice, ASSD) on the target test set
 
 All nnU-Net folders live under ``--workdir`` unless ``--use-env-paths`` is given, so the demo never touches a
 user's own nnU-Net data. The rows' models, predictions and evaluations are in the benchmark's output folder,
@@ -94,9 +96,11 @@ DEMO_DIRECTION = "CT2MR"
 DEMO_CONFIGURATION = "2d"
 # in-plane matrix of the phantom's CT scans: small enough that two short trainings fit a 2-core CPU budget
 DEMO_PHANTOM_SIZE = 64
-# benchmark rows the demo trains (each brings the source-only row it starts from); further rows of a later demo
-# option, such as a self-training stage, are appended here and run by the same runner
+# benchmark rows the demo trains (each brings the source-only row it starts from); --self-train appends the
+# self-training stage after GLUA and after source-only continued, run by the same runner
 DEMO_ROWS: tuple[str, ...] = ("source-only-continued", "glua")
+SELF_TRAINING_ROWS: tuple[str, ...] = ("glua+st", "source-only+st")
+SELF_TRAINED_GLUA_ROW = "glua+st"
 DEMO_SCHEDULE = "_Demo"
 DEMO_FINE_TUNE_SCHEDULE = "_DemoFineTune"
 GLUA_ROW = "glua"
@@ -217,13 +221,15 @@ def prepare_data(workdir: Path, task: DemoTask, direction: str, num_cases: int, 
 
 
 def demo_settings(dataset: "int | str | os.PathLike", seed: int, device: str, configuration: str,
-                  num_processes: int) -> ExperimentSettings:
-    """The benchmark settings of the demo's rows: :data:`DEMO_ROWS` with the demo schedules, one seed, fold 0,
-    the benchmark's default output folder, prediction without test-time mirroring."""
+                  num_processes: int, self_train: bool = False) -> ExperimentSettings:
+    """The benchmark settings of the demo's rows: :data:`DEMO_ROWS` (plus :data:`SELF_TRAINING_ROWS` with
+    ``self_train``) with the demo schedules, one seed, fold 0, the benchmark's default output folder, prediction
+    without test-time mirroring."""
     from nnunet_glua.experiments.settings import build_settings
 
     return build_settings(dataset, configuration=configuration, fold=0, schedule=DEMO_SCHEDULE,
-                          fine_tune_schedule=DEMO_FINE_TUNE_SCHEDULE, seeds=(seed,), rows=DEMO_ROWS, device=device,
+                          fine_tune_schedule=DEMO_FINE_TUNE_SCHEDULE, seeds=(seed,),
+                          rows=DEMO_ROWS + (SELF_TRAINING_ROWS if self_train else ()), device=device,
                           num_processes=num_processes, test_time_mirroring=False)
 
 
@@ -244,7 +250,8 @@ def train_translator(settings: ExperimentSettings, seed: int, device: str) -> Pa
 
 def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translator_checkpoint: Path) -> dict[str, Path]:
     """Target test slices (image, ground truth, each row's prediction), the local gap mask of the GLUA model on
-    an unlabelled target patch, and the translator's last preview grid."""
+    an unlabelled target patch, the translator's last preview grid and, with self-training, the GLUA model's
+    pseudo-labels (picture and report)."""
     from nnunet_glua.data.target_preprocessing import target_folder
     from nnunet_glua.evaluation.figures import prediction_figure
     from nnunet_glua.evaluation.gap_figure import gap_mask_figure
@@ -261,6 +268,17 @@ def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translato
     if preview.is_file():
         shutil.copyfile(preview, out / "translator_preview.png")
         figures["translator_preview"] = out / "translator_preview.png"
+    if any(row.key == SELF_TRAINED_GLUA_ROW for row in settings.rows):
+        from nnunet_glua.data.pseudo_labels import pseudo_label_set_folder
+        from nnunet_glua.data.uda_dataset_info import load_uda_info
+        from nnunet_glua.evaluation.pseudo_label_figure import pseudo_label_figure
+
+        set_name = settings.pseudo_label_set(seed, settings.row(SELF_TRAINED_GLUA_ROW))
+        set_folder = pseudo_label_set_folder(load_uda_info(dataset.id), set_name)
+        figures["pseudo_labels"] = pseudo_label_figure(set_folder, dataset.folder / "imagesTargetTr",
+                                                       out / "pseudo_labels.png", file_ending=dataset.file_ending)
+        shutil.copyfile(set_folder / "report.md", out / "pseudo_label_report.md")
+        figures["pseudo_label_report"] = out / "pseudo_label_report.md"
     for name, path in figures.items():
         print(f"{name}: {path}")
     return figures
@@ -277,7 +295,8 @@ def set_nnunet_paths(workdir: Path) -> dict[str, str]:
 
 def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, device: str = "cpu",
              configuration: str = DEMO_CONFIGURATION, direction: str = DEMO_DIRECTION, task: str = DEMO_TASK,
-             runner: CommandRunner | None = None, appearance: str = "standard") -> dict[str, Any]:
+             runner: CommandRunner | None = None, appearance: str = "standard",
+             self_train: bool = False) -> dict[str, Any]:
     """Run the steps listed in the module docstring in ``workdir`` with nnU-Net's folders taken from the
     environment; ``runner`` executes the external commands (default: as subprocesses).
 
@@ -295,7 +314,7 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
     steps = _Steps(total=7)
     data = prepare_data(workdir, demo_task, direction, num_cases, seed, num_processes, configuration, runner, steps,
                         appearance=appearance)
-    settings = demo_settings(data.dataset_dir, seed, device, configuration, num_processes)
+    settings = demo_settings(data.dataset_dir, seed, device, configuration, num_processes, self_train)
     with steps.step(5, "style translator (global alignment), CPU-sized", "translator"):
         translator = train_translator(settings, seed, device)
     with steps.step(6, f"train, predict and evaluate: rows {', '.join(r.label for r in settings.rows)}, seed {seed}",
@@ -360,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--appearance", default="standard", choices=("standard", "alt"),
                         help="phantom tissue values and image formation: standard (default) or alt (other scanners "
                              "and contrast timings, same anatomy; no default was tuned on it). Use its own --workdir")
+    parser.add_argument("--self-train", action="store_true",
+                        help="add the self-training stage: pseudo-labels of the unlabelled target training images "
+                             "from the GLUA and the source-only continued models, then GLUATrainer_SelfTrain and "
+                             "SourceOnlyTrainer_SelfTrain trained from them (two more trainings)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"),
                         help="device for the translator, the trainings and prediction (default: cpu)")
     args = parser.parse_args(argv)
@@ -371,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
-                           args.direction, appearance=args.appearance)
+                           args.direction, appearance=args.appearance, self_train=args.self_train)
     except BenchmarkError as e:
         print(f"glua_demo: error: {e}", file=sys.stderr)
         return 1

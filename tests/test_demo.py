@@ -30,6 +30,11 @@ def test_demo_rows_are_the_benchmark_rows_it_compares():
     # the printed table takes its lower bound by name: the demo's rows must carry the benchmark's labels
     assert [r.label for r in select_rows(demo.DEMO_ROWS)] == [START_ROW, LOWER_ROW, ADAPTED_ROW]
     assert demo.GLUA_ROW in demo.DEMO_ROWS
+    # --self-train: each self-training row starts from a row the demo trains anyway, GLUA's from GLUA
+    rows = select_rows(demo.DEMO_ROWS + demo.SELF_TRAINING_ROWS)
+    assert [r.key for r in rows][:3] == ["source-only", "source-only-continued", "glua"]
+    assert {r.key: r.starts_from for r in rows[3:]} == {"glua+st": "glua", "source-only+st": "source-only-continued"}
+    assert all(r.pseudo_labels for r in rows[3:]) and demo.SELF_TRAINED_GLUA_ROW in demo.SELF_TRAINING_ROWS
 
 
 def _final_names(command: dict) -> dict:

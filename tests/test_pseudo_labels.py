@@ -192,3 +192,32 @@ def test_a_test_image_among_the_target_training_images_is_refused(tiny_raw):
 def test_the_command_names_a_missing_model(tiny_raw, capsys):
     assert main(["-d", "951", "-c", "3d_fullres", "-tr", "GLUATrainer", "-f", "0", "-device", "cpu"]) == 1
     assert "no trained model GLUATrainer" in capsys.readouterr().err
+
+
+def test_the_picture_shows_kept_cases_with_their_ignored_voxels(tiny_raw, tmp_path):
+    from PIL import Image
+
+    from nnunet_glua.evaluation.figures import FigureError
+    from nnunet_glua.evaluation.pseudo_label_figure import pseudo_label_figure
+
+    folder = make_pseudo_labels(951, FakeModel(), predict=ThresholdPredictor(), log=lambda _: None,
+                                settings=PseudoLabelFilter(volume_factor=10))
+    for path in (folder / "labels").iterdir():  # organ2 untrusted, as a low-confidence ensemble would leave it
+        label = sitk.ReadImage(str(path))
+        array = sitk.GetArrayFromImage(label)
+        array[array == 2] = 3
+        ignored = sitk.GetImageFromArray(array)
+        ignored.CopyInformation(label)
+        sitk.WriteImage(ignored, str(path))
+    png = pseudo_label_figure(folder, tiny_raw / "imagesTargetTr", tmp_path / "fig" / "pseudo.png")
+    picture = np.asarray(Image.open(png).convert("RGB"))
+    kept = [c for c, r in json.loads((folder / SET_FILE).read_text())["cases"].items() if r["status"] == "kept"]
+    assert picture.shape[0] > 160 * len(kept) and picture.shape[1] > 3 * 160
+    assert (picture == (255, 0, 255)).all(-1).any()  # the ignored voxels are drawn
+    state = json.loads((folder / SET_FILE).read_text())
+    for report in state["cases"].values():
+        report["status"] = "dropped"
+    (folder / SET_FILE).write_text(json.dumps(state))
+    with pytest.raises(FigureError, match="keeps no case"):
+        pseudo_label_figure(folder, tiny_raw / "imagesTargetTr", tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
