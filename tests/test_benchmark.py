@@ -27,9 +27,9 @@ from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.experiments.medians import median_summary
 from nnunet_glua.experiments.rows import ROWS, Row, _check_table, select_rows, trainer_name
 from nnunet_glua.experiments.settings import default_out
+from nnunet_glua.paths import EXT_TRAINER_ENV
 
 DEFAULT_ROWS = [r for r in ROWS if not r.on_request]  # what glua_benchmark runs without --rows
-from nnunet_glua.paths import EXT_TRAINER_ENV
 
 ADAPT_ID, UPPER_ID, NO_UPPER_ID = 941, 942, 943
 ADAPT = f"Dataset{ADAPT_ID}_BenchTiny"

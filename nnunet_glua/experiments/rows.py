@@ -122,8 +122,9 @@ def select_rows(rows: Sequence[str] | None = None, ablations: bool = True) -> li
     """The rows to run, in table order.
 
     ``rows`` lists row keys (or labels; case-insensitive); ``None`` means the headline rows plus, with
-    ``ablations``, the ablation rows (never the ``on_request`` rows). An explicit ``rows`` list wins over ``ablations``. A row that starts from
-    another brings that row along, and that one its own start row (they must be trained first).
+    ``ablations``, the ablation rows (never the ``on_request`` rows). An explicit ``rows`` list wins over
+    ``ablations``. A row that starts from another brings that row along, and that one its own start row (they must
+    be trained first).
     """
     if rows is None:
         return [row for row in ROWS if (ablations or not row.ablation) and not row.on_request]
