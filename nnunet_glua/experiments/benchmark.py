@@ -146,7 +146,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "Resumable: run the same command again after an interruption.", width=100),
         epilog="rows (--rows):\n" + "\n".join(
             f"  {r.key:<28} {r.trainer}<{'schedule' if r.starts_from is None else 'fine-tune schedule'}>: "
-            f"{r.description}" for r in ROWS)
+            f"{r.description}{' (run only when named in --rows)' if r.on_request else ''}" for r in ROWS)
                + "\n\nEach seed k trains in its own results folders <out>/seed_<k>/nnUNet_results (source-only) and "
                  "<out>/seed_<k>/nnUNet_results_from_source-only\n(every other row) with GLUA_SEED=k, so the style "
                  "translator is trained once per seed. nnUNet_raw and nnUNet_preprocessed are shared. The "
