@@ -247,3 +247,39 @@ def test_target_test_labels_never_reach_self_training(planned_dataset, pseudo_se
         shutil.rmtree(labels_ts)
         shutil.move(backup, labels_ts)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_steered_shift_takes_the_random_shifts_place_with_the_pseudo_labels_estimates(
+        planned_dataset, pseudo_set, monkeypatch):
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    from nnunet_glua.data.pseudo_labelled_target import structure_means
+    from nnunet_glua.training.structure_shift import SteeredStructureShiftTransform, StructureShiftTransform
+    from nnunet_glua.training.variants import GLUATrainer_SelfTrainSteered_Short
+
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv(PSEUDO_LABELS_ENV, "round1")
+    trainer = _make(_tiny(GLUATrainer_SelfTrainSteered_Short), planned_dataset, fold=4, use_translation=False)
+    trainer.on_train_start()
+    try:
+        steps = trainer.dataloader_train.data_loader.transforms.transforms
+        steered = [t for t in steps if isinstance(t, SteeredStructureShiftTransform)]
+        assert len(steered) == 1 and not any(isinstance(t, StructureShiftTransform) for t in steps)
+        # the estimates: per label, the median over the pseudo-labelled cases of the label's mean intensity
+        folder = Path(os.environ["nnUNet_preprocessed"]) / planned_dataset.name / \
+            "glua_pseudo_nnUNetPlans_3d_fullres" / "round1"
+        cases = sorted(nnUNetDatasetBlosc2(str(folder)).identifiers)
+        expected = []
+        for label in (1, 2):
+            per_case = []
+            for case in cases:
+                data, seg, _, _ = nnUNetDatasetBlosc2(str(folder)).load_case(case)
+                per_case.append(np.asarray(data[0])[np.asarray(seg[0]) == label].mean())
+            expected.append(np.median(per_case))
+        assert steered[0].targets[1:3].numpy() == pytest.approx(expected, rel=1e-5)
+        assert structure_means(folder, cases, 3)[1:] == pytest.approx(expected, rel=1e-5)
+        assert "steered structure shift" in Path(trainer.log_file).read_text()
+        # the hook lives only while the loaders are built
+        assert trainer.get_training_transforms.__func__ is type(trainer).get_training_transforms.__func__
+    finally:
+        trainer.on_train_end()

@@ -151,3 +151,39 @@ def test_region_based_label_sets_are_refused_with_advice():
     with pytest.raises(RuntimeError, match="GLUATrainer_NoStructureShift"):
         require_one_label_per_voxel(regions, "GLUATrainer")
     require_one_label_per_voxel(type("Labels", (), {"has_regions": False})(), "GLUATrainer")
+
+
+def test_labels_above_the_dataset_labels_are_not_shifted():
+    # pseudo-labels carry an ignore label above the dataset's labels: never a structure, never an index error
+    data = torch.zeros(1, 1, 4, 4)
+    seg = torch.tensor([0, 1, 2, 3]).repeat(4, 1).view(1, 1, 4, 4)
+    out = shift_structure_intensities(data, seg, 1.0, 1.0, torch.Generator().manual_seed(0), max_label=2)
+    assert (out[seg == 1] != 0).all() and (out[seg == 2] != 0).all()
+    assert (out[seg == 3] == 0).all() and (out[seg == 0] == 0).all()
+    out = shift_structure_intensities(data, seg, 1.0, 1.0, torch.Generator().manual_seed(0), num_labels=3)
+    assert (out[seg == 3] == 0).all()
+
+
+def test_steered_shift_moves_each_structure_to_its_target_within_the_noise():
+    from nnunet_glua.training.structure_shift import SteeredStructureShiftTransform
+
+    torch.manual_seed(0)
+    image = torch.randn(2, 6, 6, 6)
+    seg = torch.zeros(1, 6, 6, 6)
+    seg[0, :3] = 1
+    seg[0, 3:, :3] = 2
+    seg[0, 3:, 3:, :2] = 3  # the ignore label of pseudo-labels: no target
+    targets = torch.tensor([float("nan"), 2.0, -1.0, float("nan")])
+    exact = SteeredStructureShiftTransform(targets, noise=0.0, probability=1.0)
+    out = exact(image=image.clone(), segmentation=seg)["image"]
+    assert out[0][seg[0] == 1].mean() == pytest.approx(2.0, abs=1e-5)
+    assert out[0][seg[0] == 2].mean() == pytest.approx(-1.0, abs=1e-5)
+    # both channels get the same offset; unlabelled and ignored voxels stay
+    assert torch.allclose(out[1] - image[1], out[0] - image[0])
+    assert torch.equal(out[:, seg[0] == 3], image[:, seg[0] == 3]) and torch.equal(out[:, seg[0] == 0],
+                                                                                     image[:, seg[0] == 0])
+    noisy = SteeredStructureShiftTransform(targets, noise=0.5, probability=1.0)
+    means = [noisy(image=image.clone(), segmentation=seg)["image"][0][seg[0] == 1].mean() for _ in range(50)]
+    assert all(1.5 - 1e-5 <= m <= 2.5 + 1e-5 for m in means) and torch.stack(means).std() > 0.1
+    never = SteeredStructureShiftTransform(targets, noise=0.5, probability=0.0)
+    assert torch.equal(never(image=image.clone(), segmentation=seg)["image"], image)

@@ -39,7 +39,7 @@ from nnunet_glua.data.uda_dataset_info import UDADatasetInfo
 from nnunet_glua.json_io import read_json, write_json
 
 __all__ = ["PSEUDO_LABELS_ENV", "PSEUDO_SUFFIX", "PseudoLabelSet", "find_pseudo_label_set", "pseudo_labelled_folder",
-           "preprocess_pseudo_labelled_cases", "WithPseudoLabelledTarget", "pseudo_labelled_samples"]
+           "preprocess_pseudo_labelled_cases", "structure_means", "WithPseudoLabelledTarget", "pseudo_labelled_samples"]
 
 #: names the pseudo-label set a self-training run uses (a set name under the dataset's pseudolabels/ folder, or the
 #: path of a set folder); without it the dataset's only set is used
@@ -171,6 +171,26 @@ def preprocess_pseudo_labelled_cases(info: UDADatasetInfo, plans_identifier: str
     write_json({"hash": digest, "set": str(pseudo_set.folder), "set_sha256": pseudo_set.digest,
                 "cases": sorted(inputs), "complete": True}, manifest_file)
     return folder
+
+
+def structure_means(folder: "str | os.PathLike", cases: Sequence[str], num_labels: int) -> np.ndarray:
+    """``(num_labels,)``: per label, the median over ``cases`` (preprocessed cases in ``folder``) of the label's mean
+    intensity in the first channel (normalised units); NaN for background (0) and for a label no case holds."""
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    dataset = nnUNetDatasetBlosc2(str(folder), list(cases))
+    per_case = np.full((len(cases), num_labels), np.nan)
+    for i, case in enumerate(cases):
+        data, seg, _, _ = dataset.load_case(case)
+        image, labels = np.asarray(data[0]), np.asarray(seg[0])
+        for label in range(1, num_labels):
+            inside = labels == label
+            if inside.any():
+                per_case[i, label] = float(image[inside].mean())
+    with np.errstate(all="ignore"):
+        means = np.array([np.nanmedian(c) if np.isfinite(c).any() else np.nan for c in per_case.T])
+    means[0] = np.nan
+    return means
 
 
 class WithPseudoLabelledTarget:

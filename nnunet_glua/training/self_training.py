@@ -17,14 +17,22 @@ is nnU-Net's with that ignore label, which no source voxel carries, so the sourc
 its outputs, ``dataset.json`` and prediction stay nnU-Net's. The set comes from ``pseudo_label_set``, else
 ``$GLUA_PSEUDO_LABELS``, else the dataset's only set; its name and hash go into the log and every checkpoint, and
 ``--c`` refuses another set.
+
+``steered_shift`` (an option, ``*_SelfTrainSteered``): the pseudo-labels make the target's per-structure intensities
+estimable, so instead of a purely random structure-wise offset each labelled structure of a training sample is moved
+towards its estimated target intensity (the median over the pseudo-labelled cases of the structure's mean), with
+uniform noise of ``steered_shift_noise``; it takes the random shift's place in nnU-Net's augmentation, before the
+intensity transforms.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from nnunet_glua.data.pseudo_labelled_target import (PSEUDO_LABELS_ENV, PseudoLabelSet, WithPseudoLabelledTarget,
                                                      find_pseudo_label_set, preprocess_pseudo_labelled_cases,
-                                                     pseudo_labelled_folder)
+                                                     pseudo_labelled_folder, structure_means)
 from nnunet_glua.training.glua_components import adaptation_info, build_lock
 from nnunet_glua.training.rank_zero import run_on_rank_zero_first
 
@@ -57,10 +65,13 @@ class SelfTraining:
 
     pseudo_label_fraction: float = 0.0  # share of the training samples drawn from pseudo-labelled target cases
     pseudo_label_set: str | None = None  # set name or folder; None: $GLUA_PSEUDO_LABELS, else the dataset's only set
+    steered_shift: bool = False  # structure shift towards the pseudo-labels' target intensities instead of random
+    steered_shift_noise: float = 0.5  # normalised units, uniform in [-noise, noise] around the estimate
 
     _pseudo_set: PseudoLabelSet | None = None
     _pseudo_folder: Path | None = None
     _pending_self_training: dict | None = None
+    _steer_targets: torch.Tensor | None = None
 
     @property
     def self_training(self) -> bool:
@@ -80,6 +91,9 @@ class SelfTraining:
         if self.label_manager.has_regions or self.label_manager.has_ignore_label:
             raise RuntimeError(f"{self.__class__.__name__}: self-training needs one label per voxel and a dataset "
                                f"without an ignore label of its own (the pseudo-labels bring theirs)")
+        if self.steered_shift and not self.shift_before_augmentation:
+            raise ValueError(f"{self.__class__.__name__}: the steered shift is a transform of nnU-Net's augmentation; "
+                             "keep shift_before_augmentation")
         if getattr(self, "use_translation", False) and not getattr(self, "translate_before_augmentation", True):
             raise ValueError(f"{self.__class__.__name__}: self-training needs translation before augmentation; "
                              "translating the batch in the step would translate the real target samples too")
@@ -111,6 +125,12 @@ class SelfTraining:
                                build_lock(self), "preprocessing the pseudo-labelled target cases",
                                distributed=self.is_ddp)
         self._pseudo_folder = pseudo_labelled_folder(info, plans, self.configuration_name, pseudo_set)
+        if self.steered_shift:
+            means = structure_means(self._pseudo_folder, pseudo_set.cases, max(self.label_manager.all_labels) + 1)
+            self._steer_targets = torch.from_numpy(means).float()
+            self.print_to_log_file("steered structure shift: estimated target intensity per label "
+                                   + ", ".join(f"{k}: {v:.2f}" for k, v in enumerate(means) if k > 0),
+                                   also_print_to_console=True)
         stored = self._pending_self_training
         if stored is not None and stored.get("set_sha256") != pseudo_set.digest:
             raise RuntimeError(f"this training was started with pseudo-label set {stored.get('set')!r} "
@@ -122,6 +142,29 @@ class SelfTraining:
             f"made by {pseudo_set.model.get('model', pseudo_set.model)}), {len(pseudo_set.cases)} target cases, "
             f"{self.pseudo_label_fraction:.0%} of the training samples; ignore label {pseudo_set.ignore_label}",
             also_print_to_console=True)
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders; with ``steered_shift``, their augmentation has the steered shift in place of the random
+        one. nnU-Net builds the pipeline by calling ``self.get_training_transforms``; an instance attribute of that
+        name, set only while the loaders are built, puts the run's estimates into it."""
+        if self._steer_targets is None:
+            return super().get_dataloaders()
+        from nnunet_glua.training.augmentation import add_transforms
+        from nnunet_glua.training.structure_shift import SteeredStructureShiftTransform, StructureShiftTransform
+
+        build, targets = type(self).get_training_transforms, self._steer_targets
+        steered = SteeredStructureShiftTransform(targets, self.steered_shift_noise, self.structure_shift_probability)
+
+        def with_steering(*args, **kwargs):
+            pipeline = build(*args, **kwargs)
+            pipeline.transforms = [t for t in pipeline.transforms if not isinstance(t, StructureShiftTransform)]
+            return add_transforms(pipeline, before_intensity=steered, owner=type(self).__name__)
+
+        self.get_training_transforms = with_steering
+        try:
+            return super().get_dataloaders()
+        finally:
+            del self.get_training_transforms
 
     def get_tr_and_val_datasets(self):
         """nnU-Net's split, the labelled training cases as :meth:`labelled_training_dataset` makes them, plus, with

@@ -151,3 +151,34 @@ class StructureShift:
         return shift_structure_intensities(data, seg, self.structure_shift, self.structure_shift_probability,
                                            generator, self.label_manager.ignore_label,
                                            num_labels=max(self.label_manager.all_labels) + 1)
+
+
+class SteeredStructureShiftTransform(BasicTransform):
+    """Each labelled structure of a sample is moved so that its mean intensity (first channel, inside the patch)
+    lands on ``targets[label]`` plus a uniform offset in ``[-noise, noise]`` (normalised units), for a ``probability``
+    fraction of the samples; every channel gets the same offset. ``targets``: ``(L,)`` float, NaN where a label has no
+    estimate (that structure stays). Used by self-training, whose pseudo-labels make the target's structure
+    intensities estimable (:func:`~nnunet_glua.data.pseudo_labelled_target.structure_means`)."""
+
+    labelled_source_only = True
+
+    def __init__(self, targets: torch.Tensor, noise: float, probability: float):
+        super().__init__()
+        if noise < 0 or not 0.0 <= probability <= 1.0:
+            raise ValueError(f"noise must be >= 0 and probability in [0, 1], got {noise} and {probability}")
+        self.targets, self.noise, self.probability = targets.float(), float(noise), float(probability)
+
+    def apply(self, data_dict: dict, **params) -> dict:
+        if torch.rand(()) >= self.probability:
+            return data_dict
+        image, labels = data_dict["image"], data_dict["segmentation"][0].long()
+        shifted = image.clone()
+        for label in range(1, len(self.targets)):
+            target = self.targets[label]
+            inside = labels == label
+            if torch.isnan(target) or not inside.any():
+                continue
+            offset = target - image[0][inside].mean() + (torch.rand(()) * 2 - 1) * self.noise
+            shifted[:, inside] += offset.to(image.dtype)
+        data_dict["image"] = shifted
+        return data_dict
