@@ -414,6 +414,7 @@ def test_every_generated_trainer_has_the_settings_of_its_method_and_schedule(pla
         if issubclass(cls, SourceOnlyTrainer):
             assert trainer.structure_shift == method.settings.get("structure_shift", 0.0), name
             assert trainer.pseudo_label_fraction == method.settings.get("pseudo_label_fraction", 0.0), name
+            assert trainer.augmentation == method.settings.get("augmentation", "default"), name
             continue
         for key in ("mask_ratio", "soft_mask", "use_translation", "use_feature_alignment", "structure_shift",
                     "lambda_align", "translate_probability", "pseudo_label_fraction"):

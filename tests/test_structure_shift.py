@@ -187,3 +187,14 @@ def test_steered_shift_moves_each_structure_to_its_target_within_the_noise():
     assert all(1.5 - 1e-5 <= m <= 2.5 + 1e-5 for m in means) and torch.stack(means).std() > 0.1
     never = SteeredStructureShiftTransform(targets, noise=0.5, probability=0.0)
     assert torch.equal(never(image=image.clone(), segmentation=seg)["image"], image)
+
+
+def test_da5_baseline_takes_nnunets_heavy_augmentation():
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+    args = ((1, 32, 32), (-0.5, 0.5), None, (1, 2), False)
+    da5 = variants.SourceOnlyTrainer_DA5_Short.get_training_transforms(*args)
+    expected = nnUNetTrainerDA5.get_training_transforms(*args)
+    assert [type(t).__name__ for t in da5.transforms] == [type(t).__name__ for t in expected.transforms]
+    plain = variants.SourceOnlyTrainer_Short.get_training_transforms(*args)
+    assert [type(t).__name__ for t in plain.transforms] != [type(t).__name__ for t in expected.transforms]

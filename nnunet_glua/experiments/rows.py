@@ -81,6 +81,9 @@ ROWS: tuple[Row, ...] = (
     Row("glua+st-steered", "GLUA + self-training, steered shift", "GLUATrainer_SelfTrainSteered",
         _ST.format(start="GLUA") + "; the structure shift steered towards the pseudo-labels' target intensities",
         starts_from="glua", pseudo_labels=True, on_request=True),
+    Row("nnunet-da5-continued", "nnU-Net DA5, continued", "SourceOnlyTrainer_DA5",
+        "source-only trained on with nnU-Net's heavy augmentation (nnUNetTrainerDA5's pipeline), no adaptation: the "
+        "first baseline an nnU-Net user tries", starts_from=_START, on_request=True),
     Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
         "feature alignment at every valid location (global feature alignment)", ablation=True, starts_from=_START),
     Row("glua-style-only", "GLUA: style only", "GLUATrainer_StyleOnly",

@@ -1,6 +1,8 @@
 """Source-only nnU-Net: the lower bound of an adaptation experiment (and, trained on the target-supervised dataset,
 the upper bound), optionally with the structure-wise intensity shift alone (``SourceOnlyTrainer_StructureShift``,
-generated in :mod:`nnunet_glua.training.variants`)."""
+generated in :mod:`nnunet_glua.training.variants`) or with nnU-Net's heavy augmentation trainer's pipeline
+(``SourceOnlyTrainer_DA5``: ``nnUNetTrainerDA5``'s rotations, mirroring and transforms, seeded and on our schedules:
+the first baseline an nnU-Net user tries against a domain gap)."""
 from __future__ import annotations
 
 import torch
@@ -15,12 +17,35 @@ class SourceOnlyTrainer(SelfTraining, StructureShift, SeededTrainer):
     training batch (:mod:`~nnunet_glua.training.structure_shift`) before nnU-Net's step, from the source labels."""
 
     structure_shift: float = 0.0
+    # "default": nnU-Net's augmentation; "DA5": nnUNetTrainerDA5's (more rotation, mirroring on every axis, stronger
+    # intensity and local transforms)
+    augmentation: str = "default"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.check_structure_shift()
         self.check_self_training()
+        if self.augmentation not in ("default", "DA5"):
+            raise ValueError(f"{self.__class__.__name__}: augmentation must be 'default' or 'DA5', got "
+                             f"{self.augmentation!r}")
+        if self.augmentation == "DA5" and self.structure_shift > 0:
+            raise ValueError(f"{self.__class__.__name__}: the structure shift is not combined with the DA5 pipeline")
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        if self.augmentation == "DA5":
+            from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+            return nnUNetTrainerDA5.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)
+        return super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+
+    @classmethod
+    def get_training_transforms(cls, *args, **kwargs):
+        if cls.augmentation == "DA5":
+            from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+            return nnUNetTrainerDA5.get_training_transforms(*args, **kwargs)
+        return super().get_training_transforms(*args, **kwargs)
 
     def train_step(self, batch: dict) -> dict:
         if self.structure_shift > 0:
