@@ -415,6 +415,7 @@ def test_every_generated_trainer_has_the_settings_of_its_method_and_schedule(pla
             assert trainer.structure_shift == method.settings.get("structure_shift", 0.0), name
             assert trainer.pseudo_label_fraction == method.settings.get("pseudo_label_fraction", 0.0), name
             assert trainer.augmentation == method.settings.get("augmentation", "default"), name
+            assert trainer.class_intensity_augmentation == method.settings.get("class_intensity_augmentation", 0), name
             continue
         for key in ("mask_ratio", "soft_mask", "use_translation", "use_feature_alignment", "structure_shift",
                     "lambda_align", "translate_probability", "pseudo_label_fraction"):

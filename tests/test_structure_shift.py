@@ -198,3 +198,29 @@ def test_da5_baseline_takes_nnunets_heavy_augmentation():
     assert [type(t).__name__ for t in da5.transforms] == [type(t).__name__ for t in expected.transforms]
     plain = variants.SourceOnlyTrainer_Short.get_training_transforms(*args)
     assert [type(t).__name__ for t in plain.transforms] != [type(t).__name__ for t in expected.transforms]
+
+
+def test_class_level_augmentation_gives_each_region_its_own_curve_and_keeps_the_statistics():
+    from nnunet_glua.training.class_augmentation import ClassLevelIntensityAugmentation, augment_class_intensities
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 8, 8, 8) + torch.arange(8.0).view(1, 8, 1, 1)
+    labels = torch.zeros(8, 8, 8, dtype=torch.long)
+    labels[:4] = 1
+    labels[6:] = -1  # nnU-Net's outside marker is a region too
+    out = augment_class_intensities(image, labels)
+    assert out.shape == image.shape and torch.isfinite(out).all()
+    assert out.mean() == pytest.approx(image.mean().item(), abs=1e-4)
+    assert out.std() == pytest.approx(image.std().item(), rel=1e-3)
+    # within a region the curve is monotonic: the voxel order is kept or reversed, never shuffled
+    for value in (-1, 0, 1):
+        region = labels == value
+        order_in, order_out = image[0][region].argsort(), out[0][region].argsort()
+        assert torch.equal(order_in, order_out) or torch.equal(order_in, order_out.flip(0))
+    outs = [augment_class_intensities(image, labels)[0][labels == 1].mean() for _ in range(10)]
+    assert torch.stack(outs).std() > 0.05  # every call draws new curves
+    never = ClassLevelIntensityAugmentation(0.0)
+    assert torch.equal(never(image=image.clone(), segmentation=labels[None].float())["image"], image)
+    steps = variants.SourceOnlyTrainer_ClassAug_Short.get_training_transforms((1, 32, 32), (-0.5, 0.5), None, (1, 2),
+                                                                              False).transforms
+    assert any(isinstance(t, ClassLevelIntensityAugmentation) for t in steps)

@@ -84,6 +84,12 @@ ROWS: tuple[Row, ...] = (
     Row("nnunet-da5-continued", "nnU-Net DA5, continued", "SourceOnlyTrainer_DA5",
         "source-only trained on with nnU-Net's heavy augmentation (nnUNetTrainerDA5's pipeline), no adaptation: the "
         "first baseline an nnU-Net user tries", starts_from=_START, on_request=True),
+    Row("class-aug-continued", "class-level intensity augmentation, continued", "SourceOnlyTrainer_ClassAug",
+        "source-only trained on with a random intensity curve, scale and shift per class region of the source labels "
+        "(location-scale style), no adaptation", starts_from=_START, on_request=True),
+    Row("translation-only", "translation only", "GLUATrainer_StyleOnly_NoStructureShift",
+        "plain nnU-Net on translated source copies: no structure shift, no feature alignment", starts_from=_START,
+        on_request=True),
     Row("glua-no-local-mask", "GLUA: no local mask", "GLUATrainer_NoLocalMask",
         "feature alignment at every valid location (global feature alignment)", ablation=True, starts_from=_START),
     Row("glua-style-only", "GLUA: style only", "GLUATrainer_StyleOnly",

@@ -2,7 +2,8 @@
 the upper bound), optionally with the structure-wise intensity shift alone (``SourceOnlyTrainer_StructureShift``,
 generated in :mod:`nnunet_glua.training.variants`) or with nnU-Net's heavy augmentation trainer's pipeline
 (``SourceOnlyTrainer_DA5``: ``nnUNetTrainerDA5``'s rotations, mirroring and transforms, seeded and on our schedules:
-the first baseline an nnU-Net user tries against a domain gap)."""
+the first baseline an nnU-Net user tries against a domain gap) or with class-level intensity augmentation
+(``SourceOnlyTrainer_ClassAug``, :mod:`~nnunet_glua.training.class_augmentation`)."""
 from __future__ import annotations
 
 import torch
@@ -20,6 +21,8 @@ class SourceOnlyTrainer(SelfTraining, StructureShift, SeededTrainer):
     # "default": nnU-Net's augmentation; "DA5": nnUNetTrainerDA5's (more rotation, mirroring on every axis, stronger
     # intensity and local transforms)
     augmentation: str = "default"
+    # fraction of the samples whose class regions get random intensity curves (class_augmentation; 0 = off)
+    class_intensity_augmentation: float = 0.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -45,7 +48,14 @@ class SourceOnlyTrainer(SelfTraining, StructureShift, SeededTrainer):
             from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
 
             return nnUNetTrainerDA5.get_training_transforms(*args, **kwargs)
-        return super().get_training_transforms(*args, **kwargs)
+        pipeline = super().get_training_transforms(*args, **kwargs)
+        if cls.class_intensity_augmentation > 0:
+            from nnunet_glua.training.augmentation import add_transforms
+            from nnunet_glua.training.class_augmentation import ClassLevelIntensityAugmentation
+
+            pipeline = add_transforms(pipeline, before_intensity=ClassLevelIntensityAugmentation(
+                cls.class_intensity_augmentation), owner=cls.__name__)
+        return pipeline
 
     def train_step(self, batch: dict) -> dict:
         if self.structure_shift > 0:
