@@ -65,6 +65,19 @@ def _convert_cardiac(phantom: Path, direction: str, dataset_id: int, upper_bound
                          mr_test_ids=phantom_test_ids(MMWHS_MR_TEST_IDS, ids("mr")))
 
 
+def _convert_abdominal(phantom: Path, direction: str, dataset_id: int, upper_bound_id: int,
+                       num_processes: int) -> Path:
+    from nnunet_glua.conversion.abdomen import (ABDOMEN_CT_TEST_IDS, ABDOMEN_MR_TEST_IDS, convert_abdomen,
+                                                find_chaos_scans)
+    from nnunet_glua.conversion.btcv import find_btcv_scans
+
+    chaos, btcv = phantom / "CHAOS", phantom / "BTCV"
+    return convert_abdomen(chaos, btcv, direction, dataset_id, upper_bound_id=upper_bound_id,
+                           num_processes=num_processes,
+                           ct_test_ids=phantom_test_ids(ABDOMEN_CT_TEST_IDS, sorted(find_btcv_scans(btcv))),
+                           mr_test_ids=phantom_test_ids(ABDOMEN_MR_TEST_IDS, sorted(find_chaos_scans(chaos))))
+
+
 @dataclass(frozen=True)
 class DemoTask:
     """A phantom kind and how the demo turns it into an adaptation dataset.
@@ -79,9 +92,10 @@ class DemoTask:
     convert: Callable[[Path, str, int, int, int], Path]
 
 
-# one entry per phantom the demo can run on; another task (an abdominal one) is another entry
+# one entry per phantom the demo can run on (the paper's two tasks)
 DEMO_TASKS: dict[str, DemoTask] = {
     "cardiac": DemoTask("cardiac", {"CT2MR": (903, 904), "MR2CT": (901, 902)}, _convert_cardiac),
+    "abdominal": DemoTask("abdominal", {"CT2MR": (907, 908), "MR2CT": (905, 906)}, _convert_abdominal),
 }
 DEMO_TASK = "cardiac"
 # CT source, MR target: on the phantom at this budget nnU-Net learns the MR heart (blood pools far brighter than
@@ -374,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("-c", "--configuration", default=DEMO_CONFIGURATION, choices=("2d", "3d_fullres"),
                         help=f"nnU-Net configuration to train (default: {DEMO_CONFIGURATION}, sized for a 2-core CPU)")
+    parser.add_argument("--task", default=DEMO_TASK, choices=sorted(DEMO_TASKS),
+                        help="phantom: cardiac (MMWHS layout; default) or abdominal (CHAOS MR + BTCV CT layouts)")
     parser.add_argument("--direction", default=DEMO_DIRECTION, choices=sorted(DEMO_TASKS[DEMO_TASK].dataset_ids),
                         help=f"source and target modality (default: {DEMO_DIRECTION}, CT labelled, MR unlabelled)")
     parser.add_argument("--appearance", default="standard", choices=("standard", "alt"),
@@ -394,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         summary = run_demo(workdir, args.num_cases, args.seed, args.num_processes, args.device, args.configuration,
-                           args.direction, appearance=args.appearance, self_train=args.self_train)
+                           args.direction, task=args.task, appearance=args.appearance, self_train=args.self_train)
     except BenchmarkError as e:
         print(f"glua_demo: error: {e}", file=sys.stderr)
         return 1

@@ -144,3 +144,16 @@ def test_a_work_folder_holding_a_phantom_drawn_otherwise_is_refused(tmp_path, mo
         demo.prepare_data(tmp_path, demo.DEMO_TASKS["cardiac"], "CT2MR", 6, 0, 1, "2d", refuse, demo._Steps(4),
                           phantom_size=32, appearance="alt")
     assert not (tmp_path / "raw").exists()
+
+
+def test_the_abdominal_task_converts_its_phantom_with_test_cases_of_both_modalities(tmp_path, monkeypatch):
+    from nnunet_glua.phantom import make_phantom
+
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    make_phantom("abdominal", tmp_path / "phantom", num_cases=6, seed=0, size=32)
+    dataset_dir = demo.DEMO_TASKS["abdominal"].convert(tmp_path / "phantom", "CT2MR", 935, 936, 1)
+    info = json.loads((dataset_dir / "dataset.json").read_text())
+    assert "liver" in info["labels"] and "spleen" in info["labels"]
+    assert len(list((dataset_dir / "imagesTs").glob("*.nii.gz"))) >= 1
+    assert len(list((dataset_dir / "imagesTr").glob("*.nii.gz"))) >= 4
+    assert (tmp_path / "raw" / "Dataset936_Abdomen_CT2MR_TargetSupervised").is_dir()
