@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from nnunet_glua.paths import trainer_folder
 
@@ -125,3 +126,17 @@ def test_source_only_trainer_through_nnunet_cli(planned_phantom, cli_env):
          env)
     model = Path(cli_env["nnUNet_results"]) / planned_phantom.name / f"SourceOnlyTrainer_Short__nnUNetPlans__{CONFIG}"
     assert (model / "fold_1" / "checkpoint_final.pth").is_file()
+
+    # the README's self-training recipe through nnU-Net's CLI: pseudo-labels from this model, then the self-training
+    # trainer from its weights on that set, with an augmentation worker (the training set is pickled into it)
+    _run([_bin("glua_pseudo_label"), "-d", str(DATASET_ID), "-c", CONFIG, "-tr", "SourceOnlyTrainer_Short", "-f", "1",
+          "-device", "cpu", "-np", "0", "-o", "round1", "--min-confidence", "0.5", "--volume-factor", "inf",
+          "--max-dropped-fraction", "1"], cli_env)
+    st_env = dict(cli_env, nnUNet_n_proc_DA="1", GLUA_PSEUDO_LABELS="round1")
+    _run([_bin("nnUNetv2_train"), str(DATASET_ID), CONFIG, "1", "-tr", "SourceOnlyTrainer_SelfTrain_Short",
+          "-device", "cpu", "-pretrained_weights", str(model / "fold_1" / "checkpoint_final.pth")], st_env)
+    st_model = model.parent / f"SourceOnlyTrainer_SelfTrain_Short__nnUNetPlans__{CONFIG}" / "fold_1"
+    checkpoint = torch.load(st_model / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["glua_self_training"]["set"] == "round1" and checkpoint["glua_self_training"]["cases"]
+    log = next(st_model.glob("training_log_*.txt")).read_text()
+    assert "pseudo-label set round1" in log
