@@ -86,8 +86,8 @@ class SelfTraining:
         if not self.self_training:
             return
         if not 0.0 < self.pseudo_label_fraction < 1.0:
-            raise ValueError(f"{self.__class__.__name__}: pseudo_label_fraction must be in [0, 1), got "
-                             f"{self.pseudo_label_fraction}")
+            raise ValueError(f"{self.__class__.__name__}: pseudo_label_fraction must lie strictly between 0 and 1 "
+                             f"when self-training, got {self.pseudo_label_fraction}")
         if self.label_manager.has_regions or self.label_manager.has_ignore_label:
             raise RuntimeError(f"{self.__class__.__name__}: self-training needs one label per voxel and a dataset "
                                f"without an ignore label of its own (the pseudo-labels bring theirs)")
