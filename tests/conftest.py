@@ -2,8 +2,8 @@
 
 All test files share one nnUNet_raw/preprocessed/results, and nnU-Net refuses two dataset folders with one id.
 Dataset ids in use (keep them unique when adding a test): 941-944 benchmark, 950-951 end-to-end CLI,
-961-962 evaluation, 971-973 translator CLI, 974 GLUATrainer, 975 DDP, 981-983 target data, 986-987 (989 absent)
-prediction on raw scans; conversion tests use 8xx ids (some in their own tmp_path raw folders).
+961-962 evaluation, 971-973 translator CLI, 974 GLUATrainer, 975-976 DDP, 977 self-training, 981-983 target data,
+986-987 (989 absent) prediction on raw scans; conversion tests use 8xx ids (some in their own tmp_path raw folders).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from nnunet_glua.data.pseudo_labelled_target import (PSEUDO_LABELS_ENV, find_pse
 from nnunet_glua.data.pseudo_labels import SET_FILE, PseudoLabelError, make_pseudo_labels
 from nnunet_glua.data.uda_dataset_info import load_uda_info
 
-DATASET_ID = 975
+DATASET_ID = 977
 IGNORE = 3  # tiny dataset: background, organ1, organ2 -> ignore label 3
 
 
