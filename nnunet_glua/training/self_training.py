@@ -137,11 +137,11 @@ class SelfTraining:
                                f"({stored.get('set_sha256', '')[:12]}), not {pseudo_set.name!r} "
                                f"({pseudo_set.digest[:12]}); resume with that set ({PSEUDO_LABELS_ENV}) or "
                                "start a new training without --c")
+        made_by = pseudo_set.model.get("model", {}).get("folder", "an unknown model")
         self.print_to_log_file(
             f"self-training: pseudo-label set {pseudo_set.name} ({pseudo_set.folder}, sha256 {pseudo_set.digest[:12]}, "
-            f"made by {pseudo_set.model.get('model', pseudo_set.model)}), {len(pseudo_set.cases)} target cases, "
-            f"{self.pseudo_label_fraction:.0%} of the training samples; ignore label {pseudo_set.ignore_label}",
-            also_print_to_console=True)
+            f"made by {made_by}), {len(pseudo_set.cases)} target cases, {self.pseudo_label_fraction:.0%} of the "
+            f"training samples; ignore label {pseudo_set.ignore_label}", also_print_to_console=True)
 
     def get_dataloaders(self):
         """nnU-Net's loaders; with ``steered_shift``, their augmentation has the steered shift in place of the random
