@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nnunet_glua.data.pseudo_labelled_target import PSEUDO_LABELS_ENV
 from nnunet_glua.evaluation.evaluate import EvaluationResult, evaluate_dataset, write_evaluation
 from nnunet_glua.experiments.commands import Command, Executor
 from nnunet_glua.experiments.errors import BenchmarkError
@@ -25,7 +26,6 @@ from nnunet_glua.experiments.rows import Row
 from nnunet_glua.experiments.settings import PROGRESS_RECORD, ROW_RECORD, ExperimentSettings
 from nnunet_glua.io_utils import staged_directory
 from nnunet_glua.json_io import read_json, write_json
-from nnunet_glua.data.pseudo_labelled_target import PSEUDO_LABELS_ENV
 from nnunet_glua.paths import EXT_TRAINER_ENV
 from nnunet_glua.style.integration import translator_folder_name
 
