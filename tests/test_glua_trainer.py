@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tiny_dataset import plan_and_preprocess, write_tiny_uda_dataset
+from tiny_dataset import plan_and_preprocess, weights_with_noisy_test_labels, write_tiny_uda_dataset
 
 DATASET_ID = 974
 
@@ -154,25 +154,13 @@ def test_cascade_is_refused_with_a_clear_message(planned_dataset):
 def test_target_test_labels_never_reach_training(planned_dataset, single_threaded_augmentation, monkeypatch):
     """Two seeded runs, the second with the target test labels replaced by noise: identical weights."""
     monkeypatch.setenv("GLUA_SEED", "7")
-    labels_ts = planned_dataset / "labelsTs"
-    backup = planned_dataset.parent / "labelsTs_backup"
-    weights = []
-    shutil.copytree(labels_ts, backup)
-    try:
-        for run in range(2):
-            if run == 1:
-                rng = np.random.default_rng(0)
-                for f in labels_ts.glob("*.nii.gz"):
-                    ref = sitk.ReadImage(str(f))
-                    noise = sitk.GetImageFromArray(rng.integers(0, 3, sitk.GetArrayFromImage(ref).shape, np.uint8))
-                    noise.CopyInformation(ref)
-                    sitk.WriteImage(noise, str(f))
-            trainer = _make(_short_feature_trainer(), planned_dataset, fold=3)
-            trainer.run_training()
-            weights.append({k: v.clone() for k, v in trainer._tap().state_dict().items()})
-    finally:
-        shutil.rmtree(labels_ts)
-        shutil.move(backup, labels_ts)
+
+    def train():
+        trainer = _make(_short_feature_trainer(), planned_dataset, fold=3)
+        trainer.run_training()
+        return trainer._tap().state_dict()
+
+    weights = weights_with_noisy_test_labels(planned_dataset, train)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 

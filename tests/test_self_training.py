@@ -14,7 +14,8 @@ import torch
 
 from scipy import ndimage
 from test_pseudo_labels import FakeModel, ThresholdPredictor, one_hot
-from tiny_dataset import TARGET_CASES, TEST_CASES, plan_and_preprocess, write_tiny_uda_dataset
+from tiny_dataset import (TARGET_CASES, TEST_CASES, plan_and_preprocess, weights_with_noisy_test_labels,
+                          write_tiny_uda_dataset)
 
 from nnunet_glua.data.pseudo_label_filter import PseudoLabelFilter
 from nnunet_glua.data.pseudo_labelled_target import (PSEUDO_LABELS_ENV, find_pseudo_label_set,
@@ -219,33 +220,18 @@ def test_sets_that_could_leak_or_are_unfinished_are_refused(planned_dataset, pse
 
 def test_target_test_labels_never_reach_self_training(planned_dataset, pseudo_set, monkeypatch):
     """Two seeded self-training runs, the second with the target test labels replaced by noise: identical weights."""
-    import shutil
-
-    import SimpleITK as sitk
     from nnunet_glua.training.variants import SourceOnlyTrainer_SelfTrain_Short
 
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("GLUA_SEED", "7")
     monkeypatch.setenv(PSEUDO_LABELS_ENV, "round1")
-    labels_ts = planned_dataset / "labelsTs"
-    backup = planned_dataset.parent / "labelsTs_backup_st"
-    shutil.copytree(labels_ts, backup)
-    weights = []
-    try:
-        for run in range(2):
-            if run == 1:
-                rng = np.random.default_rng(0)
-                for f in labels_ts.glob("*.nii.gz"):
-                    ref = sitk.ReadImage(str(f))
-                    noise = sitk.GetImageFromArray(rng.integers(0, 3, sitk.GetArrayFromImage(ref).shape, np.uint8))
-                    noise.CopyInformation(ref)
-                    sitk.WriteImage(noise, str(f))
-            trainer = _make(_tiny(SourceOnlyTrainer_SelfTrain_Short), planned_dataset, fold=3)
-            trainer.run_training()
-            weights.append({k: v.clone() for k, v in trainer.network.state_dict().items()})
-    finally:
-        shutil.rmtree(labels_ts)
-        shutil.move(backup, labels_ts)
+
+    def train():
+        trainer = _make(_tiny(SourceOnlyTrainer_SelfTrain_Short), planned_dataset, fold=3)
+        trainer.run_training()
+        return trainer.network.state_dict()
+
+    weights = weights_with_noisy_test_labels(planned_dataset, train)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 

@@ -111,3 +111,27 @@ def plan_and_preprocess(dataset_id: int, configurations: tuple[str, ...] = ("3d_
     plan_experiments([dataset_id])
     preprocess([dataset_id], configurations=configurations, num_processes=(1,), verbose=False,
                show_progress_bar=False)
+
+
+def weights_with_noisy_test_labels(dataset_folder: Path, train) -> list[dict]:
+    """The state dicts of two ``train()`` runs (``train`` returns one), the second with every target test label of
+    ``dataset_folder/labelsTs`` replaced by noise; the labels are restored afterwards. Equal weights show that the
+    test labels never reach training."""
+    labels_ts = dataset_folder / "labelsTs"
+    backup = dataset_folder.parent / f"{dataset_folder.name}_labelsTs_backup"
+    shutil.copytree(labels_ts, backup)
+    weights = []
+    try:
+        for run in range(2):
+            if run == 1:
+                rng = np.random.default_rng(0)
+                for f in labels_ts.glob("*.nii.gz"):
+                    ref = sitk.ReadImage(str(f))
+                    noise = sitk.GetImageFromArray(rng.integers(0, 3, sitk.GetArrayFromImage(ref).shape, np.uint8))
+                    noise.CopyInformation(ref)
+                    sitk.WriteImage(noise, str(f))
+            weights.append({k: v.clone() for k, v in train().items()})
+    finally:
+        shutil.rmtree(labels_ts)
+        shutil.move(backup, labels_ts)
+    return weights
