@@ -106,12 +106,13 @@ def find_pseudo_label_set(info: UDADatasetInfo, name: str | None, ignore_label: 
     if not cases:
         raise PseudoLabelError(set_file, "keeps no case (every case was dropped); relax the filter of "
                                          "glua_pseudo_label or train the model longer")
-    missing = [c for c in cases if not (folder / LABELS_FOLDER / f"{c}{info.file_ending}").is_file()]
+    found = PseudoLabelSet(folder.name, folder, cases, ignore_label, hashlib.sha256(set_file.read_bytes()).hexdigest(),
+                           dict(state.get("identity", {})))
+    missing = [c for c in cases if not found.label_file(c, info.file_ending).is_file()]
     if missing:
         raise PseudoLabelError(folder / LABELS_FOLDER, f"label files of kept cases {missing[:5]} are missing; make "
                                                        "the set again with glua_pseudo_label --overwrite")
-    digest = hashlib.sha256(set_file.read_bytes()).hexdigest()
-    return PseudoLabelSet(folder.name, folder, cases, ignore_label, digest, dict(state.get("identity", {})))
+    return found
 
 
 def pseudo_labelled_folder(info: UDADatasetInfo, plans_identifier: str, configuration: str,
@@ -151,8 +152,8 @@ def preprocess_pseudo_labelled_cases(info: UDADatasetInfo, plans_identifier: str
     if manifest is not None and manifest.get("complete") and all(case_is_complete(folder, c) for c in inputs):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    write_json({"hash": digest, "set": str(pseudo_set.folder), "set_sha256": pseudo_set.digest,
-                "cases": sorted(inputs), "complete": False}, manifest_file)
+    record = {"hash": digest, "set": str(pseudo_set.folder), "set_sha256": pseudo_set.digest, "cases": sorted(inputs)}
+    write_json({**record, "complete": False}, manifest_file)
     label_manager = plans_manager.get_label_manager(info.dataset_json)
     foreground = list(label_manager.foreground_labels)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
@@ -168,8 +169,7 @@ def preprocess_pseudo_labelled_cases(info: UDADatasetInfo, plans_identifier: str
         save_case_atomically(case, data, seg, properties, folder, folder / ".staging",
                              tuple(configuration_manager.patch_size))
     shutil.rmtree(folder / ".staging", ignore_errors=True)
-    write_json({"hash": digest, "set": str(pseudo_set.folder), "set_sha256": pseudo_set.digest,
-                "cases": sorted(inputs), "complete": True}, manifest_file)
+    write_json({**record, "complete": True}, manifest_file)
     return folder
 
 

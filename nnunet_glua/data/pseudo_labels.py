@@ -24,7 +24,7 @@ import dataclasses
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -36,8 +36,8 @@ from nnunet_glua.io_utils import write_image
 from nnunet_glua.json_io import read_json, write_json
 from nnunet_glua.volume_io import read_volume
 
-__all__ = ["PseudoLabelError", "PSEUDO_LABEL_FOLDER", "SET_FILE", "FoldPredictFn", "pseudo_label_set_folder",
-           "source_volume_ranges", "make_pseudo_labels", "main"]
+__all__ = ["PseudoLabelError", "PSEUDO_LABEL_FOLDER", "SET_FILE", "FoldPredictFn", "pseudo_label_ignore_label",
+           "pseudo_label_set_folder", "source_volume_ranges", "make_pseudo_labels", "main"]
 
 PSEUDO_LABEL_FOLDER = "pseudolabels"
 SET_FILE = "pseudo_label_set.json"
@@ -50,6 +50,12 @@ FoldPredictFn = Callable[[object, Mapping[str, Path], Path], None]
 
 class PseudoLabelError(PathError):
     """A pseudo-label set cannot be made: the path at fault and what to do."""
+
+
+def pseudo_label_ignore_label(labels: Iterable[int]) -> int:
+    """The ignore label of a dataset's pseudo-labels: its highest label + 1 (the rule the self-training trainers
+    check a set against)."""
+    return max(labels) + 1
 
 
 def pseudo_label_set_folder(info: UDADatasetInfo, name: str) -> Path:
@@ -202,7 +208,7 @@ def make_pseudo_labels(
     if leaked:  # load_uda_info refuses this already; a pseudo-label of a test case must never exist
         raise PseudoLabelError(info.unlabelled_target_folder, f"test cases {leaked} among the target training images")
     labels = dataset_labels(info.dataset_json)
-    ignore_label = max(labels) + 1
+    ignore_label = pseudo_label_ignore_label(labels)
     name = name or f"{model.trainer}__{model.plans}__{model.configuration}"
     folder = pseudo_label_set_folder(info, name)
     identity = _set_identity(model.key(), model.folds, settings, sorted(images), use_mirroring)

@@ -33,6 +33,7 @@ import torch
 from nnunet_glua.data.pseudo_labelled_target import (PSEUDO_LABELS_ENV, PseudoLabelSet, WithPseudoLabelledTarget,
                                                      find_pseudo_label_set, preprocess_pseudo_labelled_cases,
                                                      pseudo_labelled_folder, structure_means)
+from nnunet_glua.data.pseudo_labels import pseudo_label_ignore_label
 from nnunet_glua.training.glua_components import adaptation_info, build_lock
 from nnunet_glua.training.rank_zero import run_on_rank_zero_first
 
@@ -78,8 +79,8 @@ class SelfTraining:
         return self.pseudo_label_fraction > 0
 
     def pseudo_ignore_label(self) -> int:
-        """The ignore label of the dataset's pseudo-labels: its highest label + 1 (as ``glua_pseudo_label`` writes)."""
-        return max(self.label_manager.all_labels) + 1
+        """The ignore label of the dataset's pseudo-labels (as ``glua_pseudo_label`` writes them)."""
+        return pseudo_label_ignore_label(self.label_manager.all_labels)
 
     def check_self_training(self) -> None:
         """Call at the end of ``__init__``."""
