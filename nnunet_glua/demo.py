@@ -362,8 +362,8 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         "evaluations": {row.label: str(settings.evaluation_folder(seed, row) / "evaluation.json")
                         for row in settings.rows},
         "figures": {name: str(p) for name, p in figures.items()},
-        "seconds": {**steps.seconds, **{f"row {label}": row["seeds"][str(seed)]["wall_time_s"]["total_s"]
-                                        for label, row in report["rows"].items()}},
+        "seconds": {**steps.seconds, **{f"row {row.label}": report["rows"][row.label]["seeds"][str(seed)][
+            "wall_time_s"]["total_s"] for row in settings.rows}},
     }
     write_json(summary, workdir / "demo_summary.json")
     return summary

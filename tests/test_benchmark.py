@@ -371,6 +371,37 @@ def test_second_run_skips_finished_rows_and_reuses_trained_folds(full_run, tmp_p
     assert record["trained_by_this_benchmark"] is True  # the training time recorded before is kept
 
 
+def test_a_benchmark_run_in_several_commands_reports_every_finished_row_and_seed(full_run, tmp_path):
+    report, _, out = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    # one seed of one row, as a user finishing a benchmark piece by piece would run it
+    part = run_benchmark(ADAPT_ID, schedule="_Short", seeds=[0], rows=["source-only-continued"], device="cpu",
+                         out=copy, num_processes=1, runner=refuse)
+    assert list(part["rows"]) == list(report["rows"]) and part["settings"]["seeds"] == list(SEEDS)
+    assert part["settings"]["this_run"] == {"seeds": [0], "rows": ["source-only", "source-only-continued"]}
+    for label, row in report["rows"].items():
+        assert part["rows"][label]["median"] == row["median"], label
+    assert part["comparison"]["gap_closed"] == report["comparison"]["gap_closed"]
+
+    # a row missing for one seed: its median is over the others; a row made with other settings is left out
+    shutil.rmtree(copy / "seed_2" / "glua")
+    record_file = copy / "seed_1" / "glua-style-only" / "evaluation" / "row.json"
+    record = json.loads(record_file.read_text())
+    record["identity"]["trainer"] = "GLUATrainer_StyleOnly_Demo"
+    record_file.write_text(json.dumps(record))
+    part = run_benchmark(ADAPT_ID, schedule="_Short", seeds=[0], rows=["source-only-continued"], device="cpu",
+                         out=copy, num_processes=1, runner=refuse)
+    glua = part["rows"]["GLUA"]
+    assert glua["seeds"]["2"] is None and glua["median"]["dice"]["class_mean"] == pytest.approx(
+        float(np.median([dice_for(k) for k in K["glua"][:2]])))
+    assert part["headline"]["GLUA"]["gap_closed_dice_per_seed"]["2"] is None
+    assert part["rows"]["GLUA: style only"]["seeds"]["1"] is None
+    markdown = (copy / "benchmark.md").read_text()
+    assert "has not been run for that seed" in markdown
+    assert "Rows finished at: " in markdown and "GLUA seed 0, 1" in markdown
+
+
 def test_rerun_with_other_settings_into_the_same_folder_is_refused(full_run, tmp_path):
     _, _, out = full_run
     with pytest.raises(BenchmarkError, match="other settings"):

@@ -2,6 +2,7 @@
 and benchmark.md (the same as tables), read from the rows' evaluation folders."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any, Mapping, Sequence
 
@@ -10,15 +11,16 @@ import numpy as np
 from nnunet_glua.evaluation.evaluate import EvaluationError, load_evaluation
 from nnunet_glua.evaluation.metrics import Summary
 from nnunet_glua.evaluation.report import comparison, comparison_markdown, gap_closed
-from nnunet_glua.experiments.datasets import preprocessed_root
+from nnunet_glua.experiments.datasets import preprocessed_root, upper_bound_dataset
 from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.experiments.medians import median_summary
 from nnunet_glua.experiments.provenance import machine_info, project_commit, sha256_prefix
-from nnunet_glua.experiments.rows import LOWER_ROW, START_ROW, UPPER_ROW
-from nnunet_glua.experiments.runner import check_evaluated_cases, read_record
+from nnunet_glua.experiments.rows import LOWER_ROW, ROWS, START_ROW, UPPER_ROW
+from nnunet_glua.experiments.runner import check_evaluated_cases, read_record, stored_identity
 from nnunet_glua.experiments.settings import ROW_RECORD, ExperimentSettings
 
-__all__ = ["FORMAT_VERSION", "METRICS", "WIDE_MARGIN_DICE", "WIDE_MARGIN_GAP", "build_report", "benchmark_markdown"]
+__all__ = ["FORMAT_VERSION", "METRICS", "WIDE_MARGIN_DICE", "WIDE_MARGIN_GAP", "build_report", "benchmark_markdown",
+           "report_scope"]
 
 FORMAT_VERSION = 1
 METRICS: tuple[str, ...] = ("dice", "assd_mm")
@@ -36,18 +38,58 @@ def _metric_values(summary: Summary) -> dict[str, Any]:
     }
 
 
+def report_scope(settings: ExperimentSettings) -> tuple[ExperimentSettings, set[tuple[int, str]]]:
+    """What benchmark.json covers: this run's rows and seeds, plus every other row and seed already finished in
+    the same output folder with the same settings (a benchmark run in several commands reports all of it).
+
+    Returns settings whose ``rows`` and ``seeds`` are those reported (table order, ascending seeds) and the
+    ``(seed, row key)`` pairs that have results; this run's pairs are always among them. A finished row made with
+    other settings (another trainer, fold or mirroring) is left out.
+    """
+    s = settings
+    seeds = set(s.seeds)
+    for folder in s.out.glob("seed_*") if s.out.is_dir() else ():
+        if folder.is_dir() and folder.name[len("seed_"):].isdigit():
+            seeds.add(int(folder.name[len("seed_"):]))
+    upper = s.upper
+    if upper is None and any(s.is_finished(k, r) for k in seeds for r in ROWS if r.upper_bound):
+        try:
+            upper = upper_bound_dataset(s.adaptation, s.test_cases)
+        except BenchmarkError:
+            upper = None  # its dataset is gone: the upper bound's stored rows cannot be checked, so are left out
+    wide = dataclasses.replace(s, rows=ROWS, seeds=tuple(sorted(seeds)), upper=upper)
+    this_run = {(k, r.key) for k in s.seeds for r in s.rows}
+    pairs = set(this_run)
+    for seed in wide.seeds:
+        for row in ROWS:
+            if (seed, row.key) in this_run or (row.upper_bound and upper is None) or not wide.is_finished(seed, row):
+                continue
+            record = wide.evaluation_folder(seed, row) / ROW_RECORD
+            if record.is_file() and stored_identity(read_record(record)) == wide.identity(seed, row):
+                pairs.add((seed, row.key))
+    rows = tuple(r for r in ROWS if any((k, r.key) in pairs for k in wide.seeds))
+    return dataclasses.replace(wide, rows=rows, seeds=tuple(k for k in wide.seeds
+                                                            if any((k, r.key) in pairs for r in rows))), pairs
+
+
 def build_report(settings: ExperimentSettings) -> dict[str, Any]:
-    """The content of benchmark.json, read from every finished row and seed of ``settings``.
+    """The content of benchmark.json, read from every finished row and seed of ``settings`` and from those that
+    :func:`report_scope` adds. Per row, ``seeds`` maps every reported seed to its values (``None`` where that row
+    has no result for the seed) and the medians are over the seeds it has.
 
     Raises :class:`BenchmarkError` when a row's evaluation is missing, unreadable or scored on other cases.
     """
-    s = settings
+    run_rows, run_seeds = [r.key for r in settings.rows], list(settings.seeds)
+    s, pairs = report_scope(settings)
     rows: dict[str, Any] = {}
     medians: dict[str, Summary] = {}
     for row in s.rows:
         per_seed: dict[str, Any] = {}
         summaries = []
         for seed in s.seeds:
+            if (seed, row.key) not in pairs:
+                per_seed[str(seed)] = None
+                continue
             folder = s.evaluation_folder(seed, row)
             try:
                 result = load_evaluation(folder)
@@ -62,10 +104,12 @@ def build_report(settings: ExperimentSettings) -> dict[str, Any]:
                 "n_false_positive": sum(c.n_false_positive for c in result.summary.classes.values()),
                 "wall_time_s": record["wall_time_s"],
                 "checkpoint_sha256": record["checkpoint_sha256"],
+                "project_commit": (record.get("project") or {}).get("commit"),
                 "evaluation_folder": str(folder),
             }
         medians[row.label] = median_summary(summaries)
-        totals = [v["wall_time_s"]["total_s"] for v in per_seed.values() if v["wall_time_s"]["total_s"] is not None]
+        totals = [v["wall_time_s"]["total_s"] for v in per_seed.values()
+                  if v is not None and v["wall_time_s"]["total_s"] is not None]
         rows[row.label] = {
             "key": row.key,
             "trainer": s.trainer(row),
@@ -103,6 +147,7 @@ def build_report(settings: ExperimentSettings) -> dict[str, Any]:
             "fine_tune_schedule": s.fine_tune_schedule,
             "seeds": list(s.seeds),
             "rows": [r.key for r in s.rows],
+            "this_run": {"seeds": run_seeds, "rows": run_rows},
             "device": s.device,
             "test_time_mirroring": s.test_time_mirroring,
             "output_folder": str(s.out),
@@ -150,9 +195,8 @@ def _headline(rows: Mapping[str, Any], table: Mapping[str, Any], seeds: Sequence
             "dice_gain": gain,
             "gap_closed_dice": gap,
             "gap_closed_dice_per_seed": {
-                str(k): gap_closed(row["seeds"][str(k)]["dice"]["class_mean"],
-                                   lower["seeds"][str(k)]["dice"]["class_mean"],
-                                   upper["seeds"][str(k)]["dice"]["class_mean"])
+                str(k): gap_closed(*(_seed_dice(r, k) for r in (row, lower, upper)))
+                if all(r["seeds"][str(k)] is not None for r in (row, lower, upper)) else None
                 for k in seeds
             },
             "wide_margin": None if gain is None or gap is None else bool(gain >= WIDE_MARGIN_DICE
@@ -161,7 +205,28 @@ def _headline(rows: Mapping[str, Any], table: Mapping[str, Any], seeds: Sequence
     return out
 
 
+def _seed_dice(row: Mapping[str, Any], seed: int) -> float | None:
+    values = row["seeds"][str(seed)]
+    return None if values is None else values["dice"]["class_mean"]
+
+
 # ----------------------------------------------------------------------------------------------- markdown
+_NOT_RUN = "—"
+
+
+def _row_commits(rows: Mapping[str, Any]) -> str:
+    """Which commit finished which row and seed: ``c06da69 (GLUA seed 0, 1); not recorded (source-only seed 0)``."""
+    by_commit: dict[str, dict[str, list[str]]] = {}
+    for label, row in rows.items():
+        for seed, values in row["seeds"].items():
+            if values is not None:
+                commit = values.get("project_commit") or "not recorded"
+                by_commit.setdefault(commit if commit == "not recorded" else commit[:7], {}).setdefault(
+                    label, []).append(seed)
+    return "; ".join(f"{commit} (" + ", ".join(f"{label} seed {', '.join(seeds)}" for label, seeds in found.items())
+                     + ")" for commit, found in by_commit.items())
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -189,6 +254,9 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
         f"Every row is evaluated on the same {len(test['cases'])} target test cases ({test['labels']}). "
         "Values: median over seeds of each seed's mean over the test cases.",
         "",
+        f"This run: rows {', '.join(st['this_run']['rows'])}; seeds {', '.join(map(str, st['this_run']['seeds']))}. "
+        "The tables also hold every row and seed finished earlier in this folder with the same settings.",
+        "",
         "## Results",
         "",
     ]
@@ -209,20 +277,23 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
               "| Row | Trainer | " + " | ".join(f"seed {k}" for k in seeds) + " | median | missed per seed |",
               "| :--- | :--- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"]
     for label, row in rows.items():
-        per_seed = [_fmt(row["seeds"][str(k)]["dice"]["class_mean"]) for k in seeds]
-        missed = " / ".join(str(row["seeds"][str(k)]["n_missed"]) for k in seeds)
+        per_seed = [_NOT_RUN if row["seeds"][str(k)] is None else _fmt(_seed_dice(row, k)) for k in seeds]
+        missed = " / ".join(_NOT_RUN if v is None else str(v["n_missed"]) for v in row["seeds"].values())
         lines.append(f"| {label} | {row['trainer']} | " + " | ".join(per_seed)
                      + f" | {_fmt(row['median']['dice']['class_mean'])} | {missed} |")
     lines += ["", "### Wall time (train + predict + evaluate)", "",
               "| Row | " + " | ".join(f"seed {k}" for k in seeds) + " | median | total |",
               "| :--- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"]
     for label, row in rows.items():
-        per_seed = [_fmt_seconds(row["seeds"][str(k)]["wall_time_s"]["total_s"]) for k in seeds]
+        per_seed = [_NOT_RUN if v is None else _fmt_seconds(v["wall_time_s"]["total_s"]) for v in row["seeds"].values()]
         lines.append(f"| {label} | " + " | ".join(per_seed) + f" | {_fmt_seconds(row['wall_time_s']['median_total_s'])}"
                      f" | {_fmt_seconds(row['wall_time_s']['sum_total_s'])} |")
     notes = []
-    if any(v["wall_time_s"]["total_s"] is None for row in rows.values() for v in row["seeds"].values()):
+    if any(v is not None and v["wall_time_s"]["total_s"] is None for row in rows.values()
+           for v in row["seeds"].values()):
         notes.append("n/a: the model was trained before this benchmark recorded its training time.")
+    if any(v is None for row in rows.values() for v in row["seeds"].values()):
+        notes.append(f"{_NOT_RUN}: that row has not been run for that seed; its median is over the seeds it has.")
     if any(row["trainer"].startswith("GLUATrainer") for row in rows.values()):
         notes.append("Each seed trains the GLUA style translator once, in the first GLUA row of that seed that uses "
                      "it (counted in that row's time unless it existed before); the other GLUA rows of the seed reuse "
@@ -235,7 +306,8 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- Machine: {m['hostname']}, {m['cpu']} ({m['cpu_count']} CPUs), GPU {m['gpu'] or 'none'}; torch "
         f"{m['torch']}, nnunetv2 {m['nnunetv2']}, nnunet_glua {m['nnunet_glua']}, Python {m['python']}",
-        f"- Project commit: {p['commit']}{dirty}",
+        f"- Project commit of this report: {p['commit']}{dirty}",
+        "- Rows finished at: " + _row_commits(rows),
         f"- Plans: {h['plans']['file']} (SHA-256 {h['plans']['sha256']})",
     ]
     if "upper_bound_plans" in h:

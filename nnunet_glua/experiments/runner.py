@@ -21,7 +21,7 @@ from nnunet_glua.data.pseudo_labelled_target import PSEUDO_LABELS_ENV
 from nnunet_glua.evaluation.evaluate import EvaluationResult, evaluate_dataset, write_evaluation
 from nnunet_glua.experiments.commands import Command, Executor
 from nnunet_glua.experiments.errors import BenchmarkError
-from nnunet_glua.experiments.provenance import sha256_prefix
+from nnunet_glua.experiments.provenance import project_commit, sha256_prefix
 from nnunet_glua.experiments.rows import Row
 from nnunet_glua.experiments.settings import PROGRESS_RECORD, ROW_RECORD, ExperimentSettings
 from nnunet_glua.io_utils import staged_directory
@@ -29,7 +29,7 @@ from nnunet_glua.json_io import read_json, write_json
 from nnunet_glua.paths import EXT_TRAINER_ENV
 from nnunet_glua.style.integration import translator_folder_name
 
-__all__ = ["SEED_ENV", "read_record", "check_existing_rows", "check_evaluated_cases", "RowRunner"]
+__all__ = ["SEED_ENV", "read_record", "stored_identity", "check_existing_rows", "check_evaluated_cases", "RowRunner"]
 
 SEED_ENV = "GLUA_SEED"  # the seed variable that the trainers of nnunet_glua.training read
 
@@ -39,7 +39,8 @@ def read_record(path: Path) -> dict[str, Any]:
     return read_json(path, BenchmarkError, advice=f"remove {path.parent} to run that row again")
 
 
-def _stored_identity(record: dict[str, Any]) -> Any:
+def stored_identity(record: dict[str, Any]) -> Any:
+    """The settings a row's record was made with (compare with :meth:`ExperimentSettings.identity`)."""
     identity = record.get("identity")
     if isinstance(identity, dict):
         # rows recorded before mirroring was a setting were predicted with nnU-Net's default, mirroring on
@@ -53,7 +54,7 @@ def check_existing_rows(settings: ExperimentSettings) -> None:
         for row in settings.rows:
             record = settings.evaluation_folder(seed, row) / ROW_RECORD
             if record.is_file():
-                stored = _stored_identity(read_record(record))
+                stored = stored_identity(read_record(record))
                 expected = settings.identity(seed, row)
                 if stored != expected:
                     raise BenchmarkError(
@@ -230,6 +231,7 @@ class RowRunner:
             "wall_time_s": {**times, "total_s": total},
             "trained_by_this_benchmark": times["train_s"] is not None,
             "commands": [c.shell() for c in commands],
+            "project": project_commit(),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         with staged_directory(evaluation, overwrite=True) as tmp:
