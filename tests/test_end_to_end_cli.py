@@ -140,3 +140,4 @@ def test_source_only_trainer_through_nnunet_cli(planned_phantom, cli_env):
     assert checkpoint["glua_self_training"]["set"] == "round1" and checkpoint["glua_self_training"]["cases"]
     log = next(st_model.glob("training_log_*.txt")).read_text()
     assert "pseudo-label set round1" in log
+    assert f"segmentation head: taken from {model / 'fold_1' / 'checkpoint_final.pth'}" in log

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_glua.training.pretrained_head import load_segmentation_head, pretrained_weights_file
 from nnunet_glua.training.random_streams import RandomStreams, seed_from_environment
 
 #: checkpoint key of the random streams of every rank
@@ -60,7 +61,10 @@ class SeededTrainer(nnUNetTrainer):
     """nnU-Net's trainer with the random streams of :mod:`~nnunet_glua.training.random_streams` and a schedule.
 
     Schedule (class attributes, ``None`` keeps nnU-Net's): ``schedule_num_epochs``,
-    ``schedule_iterations_per_epoch``, ``schedule_val_iterations_per_epoch``.
+    ``schedule_iterations_per_epoch``, ``schedule_val_iterations_per_epoch``, ``schedule_initial_lr``.
+
+    A second stage started with ``-pretrained_weights`` from a model of the same labels keeps that model's
+    segmentation head (``keep_pretrained_segmentation_head``; nnU-Net re-initialises it).
 
     Hooks for subclasses: :meth:`prepare_training` (runs at the end of ``on_train_start``, before the random streams
     of a resumed run are restored, so whatever it draws does not shift them), :meth:`checkpoint_extras` (entries
@@ -71,6 +75,9 @@ class SeededTrainer(nnUNetTrainer):
     schedule_num_epochs: int | None = None
     schedule_iterations_per_epoch: int | None = None
     schedule_val_iterations_per_epoch: int | None = None
+    schedule_initial_lr: float | None = None
+    #: a second stage (``-pretrained_weights`` of a model with the same labels) starts with that model's head
+    keep_pretrained_segmentation_head: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -81,6 +88,8 @@ class SeededTrainer(nnUNetTrainer):
             value = getattr(self, attribute)
             if value is not None:
                 setattr(self, nnunet_name, int(value))
+        if self.schedule_initial_lr is not None:
+            self.initial_lr = float(self.schedule_initial_lr)
         # seeded here, before initialize() builds the network, so that its initialisation is seeded too
         self.random_streams = RandomStreams(seed_from_environment(), fold, self.local_rank)
         self._pending_streams: dict | None = None
@@ -102,12 +111,22 @@ class SeededTrainer(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()
+        self._keep_pretrained_segmentation_head()
         self.prepare_training()
         if self._pending_streams is not None:
             note = self.random_streams.load_gathered_state(self._pending_streams)
             self._pending_streams = None
             if note:
                 self.print_to_log_file(note, also_print_to_console=True)
+
+    def _keep_pretrained_segmentation_head(self) -> None:
+        """Put back the head that nnU-Net's ``-pretrained_weights`` loader re-initialised, when the checkpoint
+        segments the same labels (:mod:`~nnunet_glua.training.pretrained_head`); a resumed run keeps its own."""
+        checkpoint = pretrained_weights_file(sys.argv)
+        if checkpoint is None or not self.keep_pretrained_segmentation_head or self.current_epoch != 0:
+            return
+        self.print_to_log_file(load_segmentation_head(self.network, checkpoint, self.dataset_json),
+                               also_print_to_console=True)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_extras(self) -> dict[str, Any]:
