@@ -59,6 +59,31 @@ def test_low_confidence_and_fold_disagreement_become_the_ignore_label():
     assert (pseudo[9:11, 7:11, 7:11] == 2).all()
 
 
+def test_a_structure_never_confident_keeps_its_most_confident_core_on_request_and_is_reported_ignored_otherwise():
+    labels = blobs()
+    probs = one_hot(labels, 0.95)
+    organ2 = labels == 2
+    # organ2's confidence ramps from 0.5 to 0.7 along z: never above the global 0.8
+    ramp = one_hot(labels, 0.5)
+    for i, z in enumerate(range(7, 11)):
+        ramp_z = one_hot(labels, 0.5 + 0.2 * i / 3)
+        ramp[:, z] = ramp_z[:, z]
+    probs[:, organ2] = ramp[:, organ2]
+    pseudo, report = filter_pseudo_label("c", [probs], LABELS, 3, 0.001, NO_VOLUME_CHECK)
+    assert (pseudo[organ2] == 3).all()
+    assert report.structures[1].status == "ignored" and "none of its 64" in report.structures[1].reason
+    assert report.structures[0].status == "kept" and report.status == "kept"
+
+    pseudo, report = filter_pseudo_label("c", [probs], LABELS, 3, 0.001, NO_VOLUME_CHECK,
+                                         PseudoLabelFilter(keep_most_confident=0.5))
+    assert (pseudo == 2).sum() == 32  # the confident half of organ2: its slices z = 9, 10
+    assert (pseudo[9:11][organ2[9:11]] == 2).all() and (pseudo[7:9][organ2[7:9]] == 3).all()
+    assert report.structures[1].status == "kept"
+    assert 0.5 + 0.2 / 3 < report.structures[1].confidence_threshold <= 0.5 + 0.2 * 2 / 3  # between z = 8 and 9
+    assert report.structures[0].confidence_threshold == pytest.approx(0.8)  # a confident structure keeps 0.8
+    np.testing.assert_array_equal(pseudo[labels == 1], 1)
+
+
 def test_small_components_are_ignored_and_large_ones_kept():
     labels = blobs()
     labels[0, 11, 0] = 1  # a one-voxel island of organ1

@@ -6,7 +6,11 @@ what was kept, ignored and dropped per structure, and why. The filter's steps, e
 :class:`PseudoLabelFilter`:
 
 1. **Confidence**: a voxel whose ensemble (mean over folds) probability of its predicted class is below
-   ``min_confidence`` is ignored.
+   ``min_confidence`` is ignored. With ``keep_most_confident = q > 0`` the threshold of each structure of each case
+   is lowered, where needed, so that at least the most confident fraction ``q`` of its predicted voxels passes: a
+   structure the model is never sure of (on the demo phantom the aorta: median confidence 0.55 against a threshold of
+   0.8) then still gets its most trusted core instead of nothing (class-balanced thresholds, as in class-balanced
+   self-training).
 2. **Fold agreement**: a voxel for which fewer than ``min_agreement`` of the folds predict the ensemble's class is
    ignored.
 3. **Connected components**: per structure, every connected component smaller than ``min_component_fraction`` of that
@@ -16,6 +20,9 @@ what was kept, ignored and dropped per structure, and why. The filter's steps, e
    its predicted voxels are ignored. A structure every source case has and the prediction lacks is dropped too
    (its true location is then unknown). When more than ``max_dropped_fraction`` of the structures are dropped, the
    whole case is dropped.
+
+A structure that is predicted but keeps no voxel after steps 1-3 is reported as ``ignored`` (it adds no loss but was
+not judged implausible), one that is judged implausible as ``dropped``, every other as ``kept``.
 
 Nothing here reads a label file: the source volume ranges are passed in (:func:`source_volume_ranges` in
 :mod:`nnunet_glua.data.pseudo_labels` computes them from the source training labels).
@@ -37,6 +44,9 @@ class PseudoLabelFilter:
 
     #: ensemble probability of the predicted class below which a voxel is ignored, in [0, 1]
     min_confidence: float = 0.8
+    #: per structure and case, this fraction of its predicted voxels (the most confident) passes the confidence
+    #: step even below ``min_confidence``, in [0, 1]; 0 switches the per-structure threshold off
+    keep_most_confident: float = 0.0
     #: fraction of folds that must predict the ensemble's class, in [0, 1]
     min_agreement: float = 1.0
     #: components smaller than this fraction of the structure's largest component are ignored, in [0, 1]
@@ -47,7 +57,8 @@ class PseudoLabelFilter:
     max_dropped_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_confidence", "min_agreement", "min_component_fraction", "max_dropped_fraction"):
+        for name in ("min_confidence", "keep_most_confident", "min_agreement", "min_component_fraction",
+                     "max_dropped_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -75,8 +86,10 @@ class StructureReport:
     volume_ml: float
     source_range_ml: tuple[float, float] | None
     mean_confidence: float | None
-    status: str  # "kept" or "dropped"
+    status: str  # "kept", "ignored" (no voxel passed the filters) or "dropped" (implausible)
     reason: str = ""
+    #: the confidence threshold applied to this structure (below ``min_confidence`` with ``keep_most_confident``)
+    confidence_threshold: float | None = None
 
 
 @dataclass
@@ -113,6 +126,22 @@ def _ensemble(case: str, fold_probabilities: Iterable[np.ndarray]) -> tuple[np.n
     return predicted, confidence, agreement
 
 
+def _confidence_thresholds(predicted: np.ndarray, confidence: np.ndarray, labels: Mapping[int, str],
+                           settings: PseudoLabelFilter) -> np.ndarray:
+    """Per class value (index), the confidence a voxel predicted as that class needs: ``min_confidence``, lowered
+    for a foreground structure to the ``1 - keep_most_confident`` quantile of its voxels' confidences when that is
+    lower. Background keeps ``min_confidence``."""
+    thresholds = np.full(int(max(max(labels, default=0), predicted.max(initial=0))) + 1, settings.min_confidence,
+                         np.float32)
+    if settings.keep_most_confident > 0:
+        for label in labels:
+            values = confidence[predicted == label]
+            if values.size:
+                quantile = float(np.quantile(values, 1.0 - settings.keep_most_confident))
+                thresholds[label] = min(settings.min_confidence, quantile)
+    return thresholds
+
+
 def filter_pseudo_label(
     case: str,
     fold_probabilities: Iterable[np.ndarray],
@@ -137,7 +166,8 @@ def filter_pseudo_label(
     if ignore_label <= max(labels, default=0) or ignore_label > 255:
         raise ValueError(f"ignore_label must be above every label value and at most 255, got {ignore_label}")
     predicted, confidence, agreement = _ensemble(case, fold_probabilities)
-    low_confidence = confidence < settings.min_confidence
+    thresholds = _confidence_thresholds(predicted, confidence, labels, settings)
+    low_confidence = confidence < thresholds[predicted]
     disagreement = (agreement < settings.min_agreement - 1e-6) & ~low_confidence
     pseudo = predicted.copy()
     pseudo[low_confidence | disagreement] = ignore_label
@@ -165,6 +195,8 @@ def filter_pseudo_label(
                           f"{source_range[0]:.2f}-{source_range[1]:.2f} ml, factor {settings.volume_factor:g})")
         if status == "dropped":
             pseudo[mask] = ignore_label
+        elif predicted_voxels and not (pseudo == label).any():
+            status, reason = "ignored", f"none of its {predicted_voxels} predicted voxels passed the filters"
         structures.append(StructureReport(
             label=label, name=name, predicted_voxels=predicted_voxels,
             kept_voxels=int((pseudo == label).sum()),
@@ -173,7 +205,7 @@ def filter_pseudo_label(
             ignored_small_components=ignored_small, components=int(n_components), volume_ml=round(volume_ml, 4),
             source_range_ml=None if source_range is None else (float(source_range[0]), float(source_range[1])),
             mean_confidence=float(confidence[mask].mean()) if predicted_voxels else None,
-            status=status, reason=reason))
+            status=status, reason=reason, confidence_threshold=round(float(thresholds[label]), 4)))
 
     dropped = [s for s in structures if s.status == "dropped"]
     case_status, case_reason = "kept", ""

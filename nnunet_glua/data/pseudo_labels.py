@@ -174,6 +174,8 @@ def _report_markdown(name: str, identity: dict, reports: Sequence[CaseReport]) -
             head = (f"{r.case} | {r.status}{': ' + r.reason if r.reason else ''} | {r.ignored_fraction:.1%} | "
                     f"{r.mean_confidence:.3f}") if i == 0 else " | | |"
             conf = "n/a" if s.mean_confidence is None else f"{s.mean_confidence:.3f}"
+            if s.confidence_threshold is not None and s.confidence_threshold < identity["filter"]["min_confidence"]:
+                conf += f", threshold {s.confidence_threshold:.3f}"
             lines.append(f"| {head} | {s.name} ({conf}) | {s.predicted_voxels} | {s.kept_voxels} | "
                          f"{s.ignored_low_confidence} | {s.ignored_disagreement} | {s.ignored_small_components} | "
                          f"{s.volume_ml:.2f} | {s.status}{': ' + s.reason if s.reason else ''} |")
@@ -294,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="nnU-Net preprocessing / export processes (0: sequential; default 2)")
     parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
                         help=f"ensemble probability below which a voxel is ignored (default {defaults.min_confidence})")
+    parser.add_argument("--keep-most-confident", type=float, default=defaults.keep_most_confident,
+                        help="per structure and case, at least this fraction of its voxels (the most confident) "
+                             "passes the confidence step, below --min-confidence if need be (default "
+                             f"{defaults.keep_most_confident}: off)")
     parser.add_argument("--min-agreement", type=float, default=defaults.min_agreement,
                         help="fraction of folds that must predict the ensemble's class (default "
                              f"{defaults.min_agreement})")
@@ -315,8 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nnunet_glua.inference.trained_model import find_trained_model
 
     try:
-        settings = PseudoLabelFilter(args.min_confidence, args.min_agreement, args.min_component_fraction,
-                                     args.volume_factor, args.max_dropped_fraction)
+        settings = PseudoLabelFilter(min_confidence=args.min_confidence, keep_most_confident=args.keep_most_confident,
+                                     min_agreement=args.min_agreement,
+                                     min_component_fraction=args.min_component_fraction,
+                                     volume_factor=args.volume_factor, max_dropped_fraction=args.max_dropped_fraction)
     except ValueError as e:
         parser.error(str(e))
     try:
