@@ -35,12 +35,11 @@ def _checkpoint(tmp_path, net: nn.Module, labels) -> str:
     return path
 
 
-def test_the_path_comes_from_nnunets_argument_or_the_environment(tmp_path):
+def test_the_path_comes_from_nnunets_command_line():
     argv = ["nnUNetv2_train", "903", "2d", "0", "-tr", "GLUATrainer", "-pretrained_weights", "/m/checkpoint.pth"]
-    assert str(pretrained_weights_file(argv, {})) == "/m/checkpoint.pth"
-    assert str(pretrained_weights_file(["x", "-pretrained_weights=/a.pth"], {})) == "/a.pth"
-    assert pretrained_weights_file(["nnUNetv2_train", "903"], {}) is None
-    assert str(pretrained_weights_file(["python"], {"GLUA_PRETRAINED_WEIGHTS": "/b.pth"})) == "/b.pth"
+    assert str(pretrained_weights_file(argv)) == "/m/checkpoint.pth"
+    assert str(pretrained_weights_file(["x", "-pretrained_weights=/a.pth"])) == "/a.pth"
+    assert pretrained_weights_file(["nnUNetv2_train", "903", "2d", "0"]) is None
 
 
 def test_the_head_of_a_model_with_the_same_labels_is_taken_whatever_wraps_the_network(tmp_path):

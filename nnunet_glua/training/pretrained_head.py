@@ -10,36 +10,32 @@ put the checkpoint's head back when the checkpoint's labels equal the dataset's,
 otherwise.
 
 nnU-Net hands the trainer no path: ``nnUNetv2_train`` loads the weights itself after ``initialize()``. The path is
-read from the command line (``-pretrained_weights``; DDP workers inherit ``sys.argv``) or from
-``$GLUA_PRETRAINED_WEIGHTS`` for programs that call nnU-Net's ``run_training`` directly.
+read from its command line (``-pretrained_weights``; DDP workers inherit ``sys.argv``); a program that calls
+nnU-Net's ``run_training`` itself gets nnU-Net's behaviour (it may call :func:`load_segmentation_head` itself).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["PRETRAINED_WEIGHTS_ENV", "SEGMENTATION_HEAD_KEY", "pretrained_weights_file",
-           "load_segmentation_head"]
+__all__ = ["SEGMENTATION_HEAD_KEY", "pretrained_weights_file", "load_segmentation_head"]
 
-PRETRAINED_WEIGHTS_ENV = "GLUA_PRETRAINED_WEIGHTS"
 #: what nnU-Net's load_pretrained_weights skips
 SEGMENTATION_HEAD_KEY = ".seg_layers."
 
 
-def pretrained_weights_file(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Path | None:
+def pretrained_weights_file(argv: Sequence[str]) -> Path | None:
     """The checkpoint nnU-Net was told to start from: the value of ``-pretrained_weights`` in ``argv`` (nnU-Net's
-    ``nnUNetv2_train`` argument), else ``$GLUA_PRETRAINED_WEIGHTS``; ``None`` when neither is given."""
+    ``nnUNetv2_train`` argument); ``None`` when it is not given."""
     for i, arg in enumerate(argv):
         if arg == "-pretrained_weights" and i + 1 < len(argv):
             return Path(argv[i + 1])
         if arg.startswith("-pretrained_weights="):
             return Path(arg.split("=", 1)[1])
-    value = environ.get(PRETRAINED_WEIGHTS_ENV)
-    return Path(value) if value else None
+    return None
 
 
 def _plain_module(network: nn.Module) -> nn.Module:
