@@ -615,3 +615,17 @@ def test_self_training_rows_pseudo_label_with_their_start_model_and_train_on_tha
         assert FakeNnUNet.option(train, "-pretrained_weights").startswith(str(seed_root / start))
         names.add(name)
     assert len(names) == 3  # one set per start model
+
+
+def test_a_self_training_row_with_filter_options_labels_a_set_of_its_own(datasets, tmp_path):
+    result = run_benchmark(ADAPT_ID, schedule="_Short", rows=["glua+st", "glua+st-steered", "glua+st-balanced"],
+                           seeds=(0,), device="cpu", out=tmp_path / "o", dry_run=True, runner=refuse)
+    commands = [Command(tuple(c["argv"]), c["env"]) for c in result["commands"]]
+    labelling = [c for c in commands if c.program == "glua_pseudo_label"]
+    training = {FakeNnUNet.option(c, "-tr"): c.env.get("GLUA_PSEUDO_LABELS") for c in commands
+                if c.program == "nnUNetv2_train"}
+    assert [FakeNnUNet.option(c, "--keep-most-confident") if "--keep-most-confident" in c.argv else None
+            for c in labelling] == [None, None, "0.5"]
+    plain, steered, balanced = (FakeNnUNet.option(c, "-o") for c in labelling)
+    assert plain == steered != balanced  # the same filter shares a set; other options get their own
+    assert training["GLUATrainer_SelfTrainSteered_Short"] == steered

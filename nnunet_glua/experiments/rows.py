@@ -27,8 +27,9 @@ class Row:
     ``starts_from`` is the key of the row whose final checkpoint (same seed and fold) initialises this one, which
     then trains the second-stage schedule (``None``: from scratch, first-stage schedule); ``pseudo_labels`` rows
     self-train: before training, the start row's model pseudo-labels the unlabelled target training images
-    (``glua_pseudo_label``) and the row trains on that set; ``on_request`` rows run only when ``--rows`` names
-    them (the self-training rows: each adds a stage to the rows it starts from).
+    (``glua_pseudo_label``, with the filter options ``pseudo_label_options``) and the row trains on that set;
+    ``on_request`` rows run only when ``--rows`` names them (the self-training rows: each adds a stage to the rows it
+    starts from).
     """
 
     key: str
@@ -39,6 +40,7 @@ class Row:
     ablation: bool = False
     starts_from: str | None = None
     pseudo_labels: bool = False
+    pseudo_label_options: tuple[str, ...] = ()
     on_request: bool = False
 
     @property
@@ -81,6 +83,10 @@ ROWS: tuple[Row, ...] = (
     Row("glua+st-steered", "GLUA + self-training, steered shift", "GLUATrainer_SelfTrainSteered",
         _ST.format(start="GLUA") + "; the structure shift steered towards the pseudo-labels' target intensities",
         starts_from="glua", pseudo_labels=True, on_request=True),
+    Row("glua+st-balanced", "GLUA + self-training, per-structure threshold", "GLUATrainer_SelfTrain",
+        _ST.format(start="GLUA") + "; each structure keeps at least its most confident half (--keep-most-confident "
+        "0.5)", starts_from="glua", pseudo_labels=True, pseudo_label_options=("--keep-most-confident", "0.5"),
+        on_request=True),
     Row("nnunet-da5-continued", "nnU-Net DA5, continued", "SourceOnlyTrainer_DA5",
         "source-only trained on with nnU-Net's heavy augmentation (nnUNetTrainerDA5's pipeline), no adaptation: the "
         "first baseline an nnU-Net user tries", starts_from=_START, on_request=True),

@@ -157,7 +157,7 @@ class RowRunner:
         start = s.row(row.starts_from)
         argv = [self.executor.program("glua_pseudo_label"), "-d", str(s.adaptation.id), "-c", s.configuration,
                 "-tr", s.trainer(start), "-p", s.plans, "-f", s.fold, "-o", s.pseudo_label_set(seed, row),
-                "-device", s.device, "-np", str(s.num_processes), "--overwrite"]
+                "-device", s.device, "-np", str(s.num_processes), "--overwrite", *row.pseudo_label_options]
         if not s.test_time_mirroring:
             argv.append("--disable-tta")
         commands.append(Command(tuple(argv), self.row_env(seed, start)))

@@ -116,13 +116,17 @@ class ExperimentSettings:
 
     def pseudo_label_set(self, seed: int, row: Row) -> str | None:
         """Name of the pseudo-label set a self-training ``row`` trains on for ``seed`` (``None`` for other rows):
-        unique to this benchmark folder, seed and start row, as the sets of a dataset share one folder."""
+        unique to this benchmark folder, seed, start row and filter options, as the sets of a dataset share one
+        folder (rows with the same start and options share the set)."""
         if not row.pseudo_labels:
             return None
         import hashlib
 
         tag = hashlib.sha256(str(self.out.resolve()).encode()).hexdigest()[:8]
-        return f"benchmark_{tag}_seed{seed}_fold{self.fold}_from_{row.starts_from}"
+        name = f"benchmark_{tag}_seed{seed}_fold{self.fold}_from_{row.starts_from}"
+        if row.pseudo_label_options:
+            name += "_" + hashlib.sha256(" ".join(row.pseudo_label_options).encode()).hexdigest()[:6]
+        return name
 
     def identity(self, seed: int, row: Row) -> dict[str, Any]:
         """What a finished row's results depend on; a stored row must match it to be reused."""
