@@ -397,7 +397,6 @@ def test_every_generated_trainer_has_the_settings_of_its_method_and_schedule(pla
         assert trainer.num_iterations_per_epoch == (schedule.iterations or plain.num_iterations_per_epoch), name
         assert trainer.num_val_iterations_per_epoch == \
             (schedule.val_iterations or plain.num_val_iterations_per_epoch), name
-        assert trainer.initial_lr == (schedule.initial_lr or plain.initial_lr), name
         for key, value in method.settings.items():
             assert getattr(trainer, key) == value, (name, key)
         if issubclass(cls, SourceOnlyTrainer):

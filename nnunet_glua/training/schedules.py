@@ -20,22 +20,20 @@ CPU_TRANSLATOR: dict[str, Any] = {"translator_config_overrides": PRESETS["cpu_de
 @dataclass(frozen=True)
 class Schedule:
     """``suffix``: appended to the method name (``""``: nnU-Net's schedule); ``epochs``, ``iterations``,
-    ``val_iterations``: per-epoch step counts (``None``: nnU-Net's); ``initial_lr``: the start of nnU-Net's poly
-    learning-rate schedule (``None``: nnU-Net's 0.01); ``alignment``: attributes for trainers that have them;
-    ``summary``: one line for ``glua_trainers --list``."""
+    ``val_iterations``: per-epoch step counts (``None``: nnU-Net's); ``alignment``: attributes for trainers that
+    have them; ``summary``: one line for ``glua_trainers --list``."""
 
     suffix: str
     summary: str
     epochs: int | None = None
     iterations: int | None = None
     val_iterations: int | None = None
-    initial_lr: float | None = None
     alignment: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """The schedule's attributes of :class:`~nnunet_glua.training.seeded_trainer.SeededTrainer`."""
         return {"schedule_num_epochs": self.epochs, "schedule_iterations_per_epoch": self.iterations,
-                "schedule_val_iterations_per_epoch": self.val_iterations, "schedule_initial_lr": self.initial_lr}
+                "schedule_val_iterations_per_epoch": self.val_iterations}
 
 
 _DEMO_EPOCHS, _DEMO_ITERATIONS = 30, 25
@@ -43,10 +41,10 @@ _DEMO_EPOCHS, _DEMO_ITERATIONS = 30, 25
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("", "nnU-Net's schedule (1000 x 250 steps), the default translator"),
     Schedule("_Short", "2 x 10 steps, a 200-iteration CPU translator: tests and quick checks", 2, 10, 2,
-             alignment={**CPU_TRANSLATOR, "translator_iterations": 200}),
+             {**CPU_TRANSLATOR, "translator_iterations": 200}),
     Schedule("_Demo", "the main demo's first stage: 30 x 25 steps from scratch, the CPU translator",
-             _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, alignment={**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
     Schedule("_DemoFineTune", "the demo's second stage, from the source-only _Demo model (-pretrained_weights): "
              "15 x 25 steps", _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2,
-             alignment={**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
 )

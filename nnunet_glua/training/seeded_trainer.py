@@ -61,7 +61,7 @@ class SeededTrainer(nnUNetTrainer):
     """nnU-Net's trainer with the random streams of :mod:`~nnunet_glua.training.random_streams` and a schedule.
 
     Schedule (class attributes, ``None`` keeps nnU-Net's): ``schedule_num_epochs``,
-    ``schedule_iterations_per_epoch``, ``schedule_val_iterations_per_epoch``, ``schedule_initial_lr``.
+    ``schedule_iterations_per_epoch``, ``schedule_val_iterations_per_epoch``.
 
     A second stage started with ``-pretrained_weights`` from a model of the same labels keeps that model's
     segmentation head (``keep_pretrained_segmentation_head``; nnU-Net re-initialises it).
@@ -75,7 +75,6 @@ class SeededTrainer(nnUNetTrainer):
     schedule_num_epochs: int | None = None
     schedule_iterations_per_epoch: int | None = None
     schedule_val_iterations_per_epoch: int | None = None
-    schedule_initial_lr: float | None = None
     #: a second stage (``-pretrained_weights`` of a model with the same labels) starts with that model's head
     keep_pretrained_segmentation_head: bool = True
 
@@ -88,8 +87,6 @@ class SeededTrainer(nnUNetTrainer):
             value = getattr(self, attribute)
             if value is not None:
                 setattr(self, nnunet_name, int(value))
-        if self.schedule_initial_lr is not None:
-            self.initial_lr = float(self.schedule_initial_lr)
         # seeded here, before initialize() builds the network, so that its initialisation is seeded too
         self.random_streams = RandomStreams(seed_from_environment(), fold, self.local_rank)
         self._pending_streams: dict | None = None

@@ -63,9 +63,6 @@ def _format_settings(settings: dict[str, Any]) -> str:
     epochs, steps, val = (settings.pop(k, None) for k in ("schedule_num_epochs", "schedule_iterations_per_epoch",
                                                           "schedule_val_iterations_per_epoch"))
     parts = [f"{epochs} x {steps} steps (val {val})"] if epochs is not None else []
-    initial_lr = settings.pop("schedule_initial_lr", None)
-    if initial_lr is not None:
-        parts.append(f"initial lr {initial_lr:g}")
     for key, value in settings.items():
         parts.append("cpu_demo translator" if key == "translator_config_overrides" else f"{key}={value}")
     return ", ".join(parts) or "-"
