@@ -40,14 +40,20 @@ GLUA_TRAINER = "GLUATrainer_Short"
 NNUNET_SCRIPTS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict")
 
 
+#: this package's commands that its runners call as programs; on a machine where the checkout is only on
+#: ``PYTHONPATH`` (not installed) they have no console script either
+OWN_SCRIPTS = {"glua_pseudo_label": "nnunet_glua.data.pseudo_labels:main"}
+
+
 def ensure_console_scripts(bin_dir: Path, names=NNUNET_SCRIPTS) -> list[str]:
-    """Write a launcher into ``bin_dir`` for each of nnU-Net's console scripts ``names`` that is neither next to
-    this interpreter nor on ``PATH``, from nnunetv2's entry-point metadata, and put ``bin_dir`` first on ``PATH``.
-    Returns the names written."""
+    """Write a launcher into ``bin_dir`` for each console script in ``names`` (nnU-Net's, or this package's of
+    :data:`OWN_SCRIPTS`) that is neither next to this interpreter nor on ``PATH``, from nnunetv2's entry-point
+    metadata, and put ``bin_dir`` first on ``PATH``. Returns the names written."""
     import shutil
 
     entry_points = {e.name: e.value for e in importlib.metadata.distribution("nnunetv2").entry_points
                     if e.group == "console_scripts"}
+    entry_points.update(OWN_SCRIPTS)
     written = []
     for name in names:
         if (Path(sys.executable).parent / name).exists() or shutil.which(name):

@@ -40,6 +40,11 @@ _DEMO_EPOCHS, _DEMO_ITERATIONS = 30, 25
 # 3d_fullres on the CPU: 250 steps of the 3D U-Net predicted no heart structure at all on the demo phantom (entry 3
 # of docs/benchmarks.md), so the 3D first stage trains twice the 2D demo's steps; the second stage as many as 2D's
 _DEMO_3D_EPOCHS = 2 * _DEMO_EPOCHS
+# the GPU columns: ten times the demo's steps, and a CPU-sized translator trained ten times as long, so that the
+# budget is the only difference to the CPU table
+_GPU_SCALE = 10
+_GPU_TRANSLATOR: dict[str, Any] = {**CPU_TRANSLATOR,
+                                   "translator_iterations": _GPU_SCALE * PRESETS["cpu_demo"]["iterations"]}
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("", "nnU-Net's schedule (1000 x 250 steps), the default translator"),
@@ -52,4 +57,9 @@ SCHEDULES: tuple[Schedule, ...] = (
              {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
     Schedule("_Demo3d", "the 3d_fullres first stage on a 2-core CPU: 60 x 25 steps from scratch, the CPU translator",
              _DEMO_3D_EPOCHS, _DEMO_ITERATIONS, 2, {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+    Schedule("_Demo10x", "the demo's first stage at ten times its steps (300 x 25) and translator iterations (6000): "
+             "the GPU columns", _GPU_SCALE * _DEMO_EPOCHS, _DEMO_ITERATIONS, 2,
+             {**_GPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+    Schedule("_Demo10xFineTune", "the second stage of the GPU columns: 150 x 25 steps from the _Demo10x model",
+             _GPU_SCALE * _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2, {**_GPU_TRANSLATOR, "target_batch_fraction": 0.25}),
 )

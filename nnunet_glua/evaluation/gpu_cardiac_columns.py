@@ -1,0 +1,114 @@
+"""The cardiac columns of the README's Results table at ten times the CPU budget, on a GPU:
+``python -m nnunet_glua.evaluation.gpu_cardiac_columns --out DIR``.
+
+For each direction (``CT2MR``, ``MR2CT``), on the data of the CPU table (``glua_demo``'s steps 1-4: cardiac phantom,
+seed 0, 20 volumes per modality, matrix 64, the 2d plan):
+
+    glua_benchmark -d ID -c 2d --schedule _Demo10x --fine-tune-schedule _Demo10xFineTune -device cuda
+                   --seeds SEEDS --rows ROWS --out DIR/<direction>
+
+``_Demo10x`` and ``_Demo10xFineTune`` are the demo's schedules with ten times the steps (7500 then 3750) and ten
+times the translator's iterations, so that the budget is the only difference to the CPU table. Each direction's
+``benchmark.json`` and ``benchmark.md`` (medians, gap closed, wall times, the GPU's name) land in
+``DIR/<direction>/``; ``DIR/gpu_cardiac_columns.json`` lists them with the data-preparation times. Resumable: the
+benchmark skips every row and seed already evaluated. nnU-Net's console scripts are created when missing (an
+unpacked wheel bundle has none). ``--dry-run`` prepares the data and prints the training and prediction commands
+without running them, also on a machine without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["DIRECTIONS", "ROWS", "SCHEDULE", "FINE_TUNE_SCHEDULE", "benchmark_options", "main"]
+
+DIRECTIONS: tuple[str, ...] = ("CT2MR", "MR2CT")
+#: the CPU table's headline rows; the baselines can be added with --rows
+ROWS: tuple[str, ...] = ("source-only-continued", "glua", "target-supervised", "glua+st")
+SCHEDULE, FINE_TUNE_SCHEDULE = "_Demo10x", "_Demo10xFineTune"
+CONFIGURATION = "2d"
+TASK = "cardiac"
+
+
+def benchmark_options(out: Path, direction: str, seeds: Sequence[int], rows: Sequence[str], device: str,
+                      dry_run: bool) -> dict[str, Any]:
+    """Keyword arguments of :func:`~nnunet_glua.experiments.benchmark.run_benchmark` for one direction's column,
+    written into ``out / direction``; test-time mirroring on, as in the CPU table."""
+    return {"configuration": CONFIGURATION, "schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE,
+            "seeds": tuple(seeds), "rows": list(rows), "device": device, "out": out / direction, "fold": "0",
+            "dry_run": dry_run}
+
+
+def _prepare(work: Path, direction: str, num_processes: int) -> int:
+    """``glua_demo``'s data steps for ``direction`` into ``work``; returns the adaptation dataset's id."""
+    from nnunet_glua.demo import DEMO_TASKS, _Steps, prepare_data
+    from nnunet_glua.experiments.commands import subprocess_runner
+
+    task = DEMO_TASKS[TASK]
+    prepare_data(work, task, direction, 20, 0, num_processes, CONFIGURATION, subprocess_runner, _Steps(4))
+    return task.dataset_ids[direction][0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nnunet_glua.evaluation.gpu_cardiac_columns",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for the benchmarks (one sub-folder per direction) and the nnU-Net folders")
+    parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=DIRECTIONS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS),
+                        help=f"benchmark rows (default: {' '.join(ROWS)}; see glua_benchmark --help)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="prepare the data, print the benchmark's commands, train nothing (runs on a CPU too)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        parser.error("no CUDA device: the GPU columns train at ten times the CPU budget; --dry-run prints them")
+    from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, OWN_SCRIPTS, ensure_console_scripts
+    from nnunet_glua.experiments.benchmark import run_benchmark
+    from nnunet_glua.experiments.errors import BenchmarkError
+    from nnunet_glua.json_io import write_json
+    from nnunet_glua.paths import ensure_trainer_folder_registered
+
+    out = args.out.resolve()
+    work = out / "work"
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = str(work / name)
+        (work / name).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    ensure_console_scripts(work / "bin", NNUNET_SCRIPTS + ("nnUNetv2_extract_fingerprint",
+                                                        "nnUNetv2_move_plans_between_datasets",
+                                                        "nnUNetv2_preprocess") + tuple(OWN_SCRIPTS))
+    ensure_trainer_folder_registered()
+    num_processes = max(1, min(8, (os.cpu_count() or 2) // 2))
+    os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
+
+    index: dict[str, Any] = {"schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE, "seeds": args.seeds,
+                             "rows": args.rows, "dry_run": args.dry_run, "directions": {}}
+    for direction in args.directions:
+        started = time.perf_counter()
+        dataset_id = _prepare(work, direction, num_processes)
+        prepared_s = round(time.perf_counter() - started, 1)
+        options = benchmark_options(out, direction, args.seeds, args.rows, "cuda", args.dry_run)
+        try:
+            report = run_benchmark(dataset_id, **options)
+        except BenchmarkError as e:
+            print(f"gpu_cardiac_columns: error: {e}", file=sys.stderr)
+            return 1
+        index["directions"][direction] = {
+            "dataset": dataset_id, "data_preparation_s": prepared_s, "benchmark": str(options["out"]),
+            **({"commands": len(report["commands"])} if args.dry_run else {})}
+    if not args.dry_run:
+        write_json(index, out / "gpu_cardiac_columns.json")
+        print(f"\nwritten: {out / 'gpu_cardiac_columns.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The prepared GPU command for the cardiac columns (python -m nnunet_glua.evaluation.gpu_cardiac_columns): its
+budget is ten times the CPU table's, its dry run prints the benchmark's commands for the GPU, and it runs on a
+machine where nnU-Net and this package have no console scripts (an unpacked bundle, the checkout on PYTHONPATH)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_benchmark import ADAPT, ADAPT_ID, UPPER, UPPER_TRAIN_CASES, write_raw_dataset
+
+from nnunet_glua.evaluation import gpu_cardiac_columns
+from nnunet_glua.evaluation.gpu_training_check import ensure_console_scripts
+from nnunet_glua.paths import EXT_TRAINER_ENV
+from nnunet_glua.training.schedules import SCHEDULES
+from nnunet_glua.training.variants import TRAINERS
+
+
+def _steps(suffix: str) -> int:
+    schedule = next(s for s in SCHEDULES if s.suffix == suffix)
+    return schedule.epochs * schedule.iterations
+
+
+def test_gpu_columns_train_ten_times_the_cpu_budget_with_the_same_translator():
+    assert _steps(gpu_cardiac_columns.SCHEDULE) == 10 * _steps("_Demo")
+    assert _steps(gpu_cardiac_columns.FINE_TUNE_SCHEDULE) == 10 * _steps("_DemoFineTune")
+    cpu = TRAINERS["GLUATrainer_DemoFineTune"][0].translator_config()
+    gpu = TRAINERS["GLUATrainer" + gpu_cardiac_columns.FINE_TUNE_SCHEDULE][0].translator_config()
+    assert gpu.iterations == 10 * cpu.iterations
+    # only the budget differs: same networks, learning rate and batch
+    assert gpu.network == cpu.network and (gpu.lr, gpu.batch_size) == (cpu.lr, cpu.batch_size)
+
+
+def _fake_prepare(work: Path, direction: str, num_processes: int) -> int:
+    # the real one writes the phantom and runs nnU-Net's planning; the benchmark only needs the datasets and plans
+    write_raw_dataset(ADAPT, "adaptation", ["src_000", "src_001"], {"upper_bound_dataset": UPPER})
+    write_raw_dataset(UPPER, "target_supervised", UPPER_TRAIN_CASES, {"adaptation_dataset": ADAPT})
+    plans = Path(os.environ["nnUNet_preprocessed"]) / ADAPT / "nnUNetPlans.json"
+    plans.parent.mkdir(parents=True, exist_ok=True)
+    plans.write_text(json.dumps({"dataset_name": ADAPT, "plans_name": "nnUNetPlans",
+                                 "image_reader_writer": "SimpleITKIO",
+                                 "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "patch_size": [16, 16],
+                                                           "spacing": [0.8, 0.8], "batch_size": 2}}}))
+    return ADAPT_ID
+
+
+def test_dry_run_prints_the_gpu_benchmark_of_each_direction(tmp_path, monkeypatch, capsys):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", EXT_TRAINER_ENV, "PYTHONUNBUFFERED"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.setattr(gpu_cardiac_columns, "_prepare", _fake_prepare)
+
+    assert gpu_cardiac_columns.main(["--out", str(tmp_path / "cols"), "--directions", "CT2MR", "--dry-run"]) == 0
+
+    printed = capsys.readouterr().out
+    trains = [line for line in printed.splitlines() if "nnUNetv2_train " in line]
+    trainers = [line.split(" -tr ")[1].split()[0] for line in trains]
+    assert trainers == ["SourceOnlyTrainer_Demo10x", "SourceOnlyTrainer_Demo10xFineTune",
+                        "GLUATrainer_Demo10xFineTune", "SourceOnlyTrainer_Demo10xFineTune",
+                        "GLUATrainer_SelfTrain_Demo10xFineTune"]
+    assert all(" 2d 0 -tr " in line and " -device cuda" in line for line in trains)
+    predicts = [line for line in printed.splitlines() if "nnUNetv2_predict " in line]
+    assert len(predicts) == 5 and not any("--disable_tta" in line for line in predicts)  # mirroring, as on the CPU
+    assert str(tmp_path / "cols" / "CT2MR" / "seed_0") in printed
+    assert not (tmp_path / "cols" / "gpu_cardiac_columns.json").exists()  # a dry run writes no result
+
+
+def test_launchers_are_written_for_missing_console_scripts(tmp_path, monkeypatch):
+    python = sys.executable
+    # as on the GPU machine: nothing next to the interpreter, nothing on PATH
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no_scripts" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+    written = ensure_console_scripts(tmp_path / "bin", ("nnUNetv2_predict", "glua_pseudo_label"))
+
+    assert written == ["nnUNetv2_predict", "glua_pseudo_label"]
+    assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
+    env = {**os.environ, "PATH": os.defpath}
+    for name, usage in (("glua_pseudo_label", "usage: glua_pseudo_label"), ("nnUNetv2_predict", "usage:")):
+        run = subprocess.run([python, str(tmp_path / "bin" / name), "--help"], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert run.returncode == 0 and usage in run.stdout, run.stderr
