@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_benchmark import ADAPT, ADAPT_ID, UPPER, UPPER_TRAIN_CASES, write_raw_dataset
 
 from nnunet_glua.evaluation import gpu_cardiac_columns
@@ -46,9 +47,40 @@ def _fake_prepare(work: Path, direction: str, num_processes: int) -> int:
     return ADAPT_ID
 
 
+def _keep_environment(monkeypatch):
+    # main() points nnU-Net's folders at its own, registers the trainer folder and may extend PATH and PYTHONPATH
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", EXT_TRAINER_ENV, "PYTHONUNBUFFERED", "PATH",
+                 "PYTHONPATH", "nnUNet_def_n_proc"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
+def test_the_data_is_the_cpu_tables(tmp_path, monkeypatch):
+    from nnunet_glua import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "prepare_data", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert gpu_cardiac_columns._prepare(tmp_path, "MR2CT", 3) == demo.DEMO_TASKS["cardiac"].dataset_ids["MR2CT"][0]
+    (workdir, task, direction), options = calls[0]
+    assert (workdir, task.phantom_kind, direction) == (tmp_path, "cardiac", "MR2CT")
+    # the demo's phantom (size and appearance by default), as in the CPU table
+    assert {k: options[k] for k in ("num_cases", "seed", "configuration")} == {"num_cases": 20, "seed": 0,
+                                                                              "configuration": "2d"}
+    assert "phantom_size" not in options and "appearance" not in options
+
+
+def test_an_unknown_row_is_refused_before_any_data_is_prepared(tmp_path, monkeypatch, capsys):
+    _keep_environment(monkeypatch)
+    monkeypatch.setattr(gpu_cardiac_columns, "_prepare", lambda *a: pytest.fail("data prepared"))
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_cardiac_columns.main(["--out", str(tmp_path), "--rows", "glua", "no-such-row", "--dry-run"])
+    assert exit_info.value.code == 2 and "no-such-row" in capsys.readouterr().err
+
+
 def test_dry_run_prints_the_gpu_benchmark_of_each_direction(tmp_path, monkeypatch, capsys):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", EXT_TRAINER_ENV, "PYTHONUNBUFFERED"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
+    _keep_environment(monkeypatch)
     monkeypatch.setattr(gpu_cardiac_columns, "_prepare", _fake_prepare)
 
     assert gpu_cardiac_columns.main(["--out", str(tmp_path / "cols"), "--directions", "CT2MR", "--dry-run"]) == 0
@@ -67,9 +99,13 @@ def test_dry_run_prints_the_gpu_benchmark_of_each_direction(tmp_path, monkeypatc
 
 
 def test_launchers_are_written_for_missing_console_scripts(tmp_path, monkeypatch):
-    python = sys.executable
-    # as on the GPU machine: nothing next to the interpreter, nothing on PATH
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no_scripts" / "python"))
+    # as on the GPU machine: nothing next to the interpreter, nothing on PATH; the interpreter is a wrapper, so that
+    # a launcher only runs when its first line names this interpreter
+    interpreter = tmp_path / "no_scripts" / "python"
+    interpreter.parent.mkdir()
+    interpreter.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
     written = ensure_console_scripts(tmp_path / "bin", ("nnUNetv2_predict", "glua_pseudo_label"))
@@ -78,6 +114,6 @@ def test_launchers_are_written_for_missing_console_scripts(tmp_path, monkeypatch
     assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
     env = {**os.environ, "PATH": os.defpath}
     for name, usage in (("glua_pseudo_label", "usage: glua_pseudo_label"), ("nnUNetv2_predict", "usage:")):
-        run = subprocess.run([python, str(tmp_path / "bin" / name), "--help"], capture_output=True, text=True,
-                             env=env, timeout=120)
+        run = subprocess.run([str(tmp_path / "bin" / name), "--help"], capture_output=True, text=True, env=env,
+                             timeout=120)
         assert run.returncode == 0 and usage in run.stdout, run.stderr

@@ -8,16 +8,20 @@ seed 0, 20 volumes per modality, matrix 64, the 2d plan):
                    --seeds SEEDS --rows ROWS --out DIR/<direction>
 
 ``_Demo10x`` and ``_Demo10xFineTune`` are the demo's schedules with ten times the steps (7500 then 3750) and ten
-times the translator's iterations, so that the budget is the only difference to the CPU table. Each direction's
+times the translator's iterations; the other differences to the CPU table are those of nnU-Net on CUDA
+(``torch.compile`` unless ``nnUNet_compile=f``, mixed precision, augmentation workers) and the seeds: one (seed 0)
+unless ``--seeds`` names more, where the CPU table's cardiac cells are medians over seeds 0-2. Each direction's
 ``benchmark.json`` and ``benchmark.md`` (medians, gap closed, wall times, the GPU's name) land in
-``DIR/<direction>/``; ``DIR/gpu_cardiac_columns.json`` lists them with the data-preparation times. Resumable: the
-benchmark skips every row and seed already evaluated. nnU-Net's console scripts are created when missing (an
-unpacked wheel bundle has none). ``--dry-run`` prepares the data and prints the training and prediction commands
-without running them, also on a machine without a GPU.
+``DIR/<direction>/``; ``DIR/gpu_cardiac_columns.json`` lists them. Resumable: the benchmark skips every row and seed
+already evaluated. Launchers for nnU-Net's commands and ``glua_pseudo_label`` are written when missing, and the
+checkout goes on ``PYTHONPATH`` for the commands it starts (a GPU machine without network, with nnU-Net as unpacked
+wheels and this package not installed, has neither). ``--dry-run`` prepares the data and prints the training and
+prediction commands without running them, also on a machine without a GPU.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -44,13 +48,26 @@ def benchmark_options(out: Path, direction: str, seeds: Sequence[int], rows: Seq
 
 
 def _prepare(work: Path, direction: str, num_processes: int) -> int:
-    """``glua_demo``'s data steps for ``direction`` into ``work``; returns the adaptation dataset's id."""
+    """``glua_demo``'s data steps for ``direction`` into ``work`` (its phantom: 20 volumes per modality, seed 0, the
+    demo's matrix); returns the adaptation dataset's id."""
     from nnunet_glua.demo import DEMO_TASKS, _Steps, prepare_data
     from nnunet_glua.experiments.commands import subprocess_runner
 
     task = DEMO_TASKS[TASK]
-    prepare_data(work, task, direction, 20, 0, num_processes, CONFIGURATION, subprocess_runner, _Steps(4))
+    prepare_data(work, task, direction, num_cases=20, seed=0, num_processes=num_processes,
+                 configuration=CONFIGURATION, runner=subprocess_runner, steps=_Steps(4))
     return task.dataset_ids[direction][0]
+
+
+def _put_checkout_on_pythonpath() -> None:
+    """nnU-Net's trainer shim and ``glua_pseudo_label`` import this package in child processes; where it is not
+    installed they find it only through ``PYTHONPATH``."""
+    import nnunet_glua
+
+    root = str(Path(nnunet_glua.__file__).resolve().parent.parent)
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if root not in entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *entries])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,18 +87,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: the GPU columns train at ten times the CPU budget; --dry-run prints them")
+    from nnunet_glua.evaluation.evaluate import EvaluationError
     from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, OWN_SCRIPTS, ensure_console_scripts
     from nnunet_glua.experiments.benchmark import run_benchmark
     from nnunet_glua.experiments.errors import BenchmarkError
+    from nnunet_glua.experiments.rows import select_rows
     from nnunet_glua.json_io import write_json
     from nnunet_glua.paths import ensure_trainer_folder_registered
 
+    try:
+        select_rows(args.rows)  # an unknown row is refused before any data is prepared
+    except BenchmarkError as e:
+        parser.error(str(e))
     out = args.out.resolve()
     work = out / "work"
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ[name] = str(work / name)
         (work / name).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _put_checkout_on_pythonpath()
     ensure_console_scripts(work / "bin", NNUNET_SCRIPTS + ("nnUNetv2_extract_fingerprint",
                                                         "nnUNetv2_move_plans_between_datasets",
                                                         "nnUNetv2_preprocess") + tuple(OWN_SCRIPTS))
@@ -89,24 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     num_processes = max(1, min(8, (os.cpu_count() or 2) // 2))
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
 
-    index: dict[str, Any] = {"schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE, "seeds": args.seeds,
-                             "rows": args.rows, "dry_run": args.dry_run, "directions": {}}
+    index_file = out / "gpu_cardiac_columns.json"
+    index: dict[str, Any] = json.loads(index_file.read_text()) if index_file.exists() else {"directions": {}}
     for direction in args.directions:
         started = time.perf_counter()
-        dataset_id = _prepare(work, direction, num_processes)
-        prepared_s = round(time.perf_counter() - started, 1)
-        options = benchmark_options(out, direction, args.seeds, args.rows, "cuda", args.dry_run)
         try:
-            report = run_benchmark(dataset_id, **options)
-        except BenchmarkError as e:
-            print(f"gpu_cardiac_columns: error: {e}", file=sys.stderr)
+            dataset_id = _prepare(work, direction, num_processes)
+            prepared_s = round(time.perf_counter() - started, 1)
+            options = benchmark_options(out, direction, args.seeds, args.rows, "cuda", args.dry_run)
+            run_benchmark(dataset_id, **options)
+        except (BenchmarkError, EvaluationError) as e:
+            print(f"gpu_cardiac_columns: error ({direction}): {e}", file=sys.stderr)
             return 1
-        index["directions"][direction] = {
-            "dataset": dataset_id, "data_preparation_s": prepared_s, "benchmark": str(options["out"]),
-            **({"commands": len(report["commands"])} if args.dry_run else {})}
+        if not args.dry_run:
+            # merged with earlier runs, so that a run of one direction keeps the other's entry
+            index["directions"][direction] = {"dataset": dataset_id, "benchmark": str(options["out"]),
+                                              "last_run": {"seeds": args.seeds, "rows": args.rows,
+                                                           "data_preparation_or_check_s": prepared_s}}
+            index.update({"schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE})
+            write_json(index, index_file)
     if not args.dry_run:
-        write_json(index, out / "gpu_cardiac_columns.json")
-        print(f"\nwritten: {out / 'gpu_cardiac_columns.json'}")
+        print(f"\nwritten: {index_file}")
     return 0
 
 

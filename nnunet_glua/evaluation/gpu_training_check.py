@@ -51,13 +51,13 @@ def ensure_console_scripts(bin_dir: Path, names=NNUNET_SCRIPTS) -> list[str]:
     metadata, and put ``bin_dir`` first on ``PATH``. Returns the names written."""
     import shutil
 
-    entry_points = {e.name: e.value for e in importlib.metadata.distribution("nnunetv2").entry_points
-                    if e.group == "console_scripts"}
-    entry_points.update(OWN_SCRIPTS)
+    missing = [n for n in names if not ((Path(sys.executable).parent / n).exists() or shutil.which(n))]
+    entry_points = dict(OWN_SCRIPTS)
+    if any(n not in OWN_SCRIPTS for n in missing):
+        entry_points.update({e.name: e.value for e in importlib.metadata.distribution("nnunetv2").entry_points
+                             if e.group == "console_scripts"})
     written = []
-    for name in names:
-        if (Path(sys.executable).parent / name).exists() or shutil.which(name):
-            continue
+    for name in missing:
         module, function = entry_points[name].split(":")
         bin_dir.mkdir(parents=True, exist_ok=True)
         script = bin_dir / name
