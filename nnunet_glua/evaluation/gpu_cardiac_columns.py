@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: the GPU columns train at ten times the CPU budget; --dry-run prints them")
     from nnunet_glua.evaluation.evaluate import EvaluationError
-    from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, OWN_SCRIPTS, ensure_console_scripts
+    from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, OWN_SCRIPTS, set_up_work_folder
     from nnunet_glua.experiments.benchmark import run_benchmark
     from nnunet_glua.experiments.errors import BenchmarkError
     from nnunet_glua.experiments.rows import select_rows
@@ -101,20 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     out = args.out.resolve()
     work = out / "work"
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(work / name)
-        (work / name).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _put_checkout_on_pythonpath()
-    ensure_console_scripts(work / "bin", NNUNET_SCRIPTS + ("nnUNetv2_extract_fingerprint",
-                                                        "nnUNetv2_move_plans_between_datasets",
-                                                        "nnUNetv2_preprocess") + tuple(OWN_SCRIPTS))
+    num_processes = set_up_work_folder(work, NNUNET_SCRIPTS + ("nnUNetv2_extract_fingerprint",
+                                                              "nnUNetv2_move_plans_between_datasets",
+                                                              "nnUNetv2_preprocess") + tuple(OWN_SCRIPTS))
     ensure_trainer_folder_registered()
-    num_processes = max(1, min(8, (os.cpu_count() or 2) // 2))
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
 
     index_file = out / "gpu_cardiac_columns.json"
     index: dict[str, Any] = json.loads(index_file.read_text()) if index_file.exists() else {"directions": {}}
+    index.update({"schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE})
     for direction in args.directions:
         started = time.perf_counter()
         try:
@@ -130,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
             index["directions"][direction] = {"dataset": dataset_id, "benchmark": str(options["out"]),
                                               "last_run": {"seeds": args.seeds, "rows": args.rows,
                                                            "data_preparation_or_check_s": prepared_s}}
-            index.update({"schedule": SCHEDULE, "fine_tune_schedule": FINE_TUNE_SCHEDULE})
             write_json(index, index_file)
     if not args.dry_run:
         print(f"\nwritten: {index_file}")

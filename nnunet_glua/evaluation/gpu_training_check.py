@@ -34,7 +34,7 @@ import torch
 
 from nnunet_glua.json_io import write_json
 
-__all__ = ["main", "ensure_console_scripts"]
+__all__ = ["main", "ensure_console_scripts", "set_up_work_folder"]
 
 GLUA_TRAINER = "GLUATrainer_Short"
 NNUNET_SCRIPTS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict")
@@ -68,6 +68,18 @@ def ensure_console_scripts(bin_dir: Path, names=NNUNET_SCRIPTS) -> list[str]:
     if written:
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     return written
+
+
+def set_up_work_folder(work: Path, scripts=NNUNET_SCRIPTS) -> int:
+    """Point nnU-Net's folders at ``work``, keep child processes' output unbuffered and write launchers for the
+    console scripts ``scripts`` that are missing (:func:`ensure_console_scripts`, into ``work/bin``). Returns the
+    worker processes to use for preprocessing: half the cores, 1 to 8."""
+    from nnunet_glua.demo import set_nnunet_paths
+
+    set_nnunet_paths(work)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    ensure_console_scripts(work / "bin", scripts)
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def _prepare(work: Path, configuration: str, num_cases: int, phantom_size: int, num_processes: int) -> int:
@@ -147,13 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     configuration = "3d_fullres" if on_gpu else "2d"
     steps, warmup = (args.steps, args.warmup) if on_gpu else (2, 2)
     num_cases, size = (args.num_cases, args.phantom_size) if on_gpu else (6, 48)
-    num_processes = max(1, min(8, (os.cpu_count() or 2) // 2))
     work = args.work or Path(tempfile.mkdtemp(prefix="glua_gpu_check_"))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(work / name)
-        (work / name).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    ensure_console_scripts(work / "bin")
+    num_processes = set_up_work_folder(work)
 
     from nnunet_glua.evaluation.speed_benchmark import format_result, machine_description, run
     from nnunet_glua.paths import ensure_trainer_folder_registered

@@ -41,26 +41,26 @@ _DEMO_EPOCHS, _DEMO_ITERATIONS = 30, 25
 # all four at a source validation Dice of 0.77 and 1500 at 0.85 (entries 3 and 20 of docs/benchmarks.md), so the 3D
 # first stage trains twice the 2D demo's steps; the second stage is the 2D one (_DemoFineTune)
 _DEMO_3D_EPOCHS = 2 * _DEMO_EPOCHS
-# the GPU columns: ten times the demo's steps, and a CPU-sized translator trained ten times as long, so that the
-# budget is the only difference to the CPU table
+# the demo's alignment settings: the CPU translator and a quarter-size target batch
+_DEMO_ALIGNMENT: dict[str, Any] = {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}
+# the GPU columns: ten times the demo's steps, and the same CPU-sized translator trained ten times as long, so that
+# of the training settings only the budget differs from the CPU table
 _GPU_SCALE = 10
-_GPU_TRANSLATOR: dict[str, Any] = {**CPU_TRANSLATOR,
-                                   "translator_iterations": _GPU_SCALE * PRESETS["cpu_demo"]["iterations"]}
+_GPU_ALIGNMENT: dict[str, Any] = {**_DEMO_ALIGNMENT,
+                                  "translator_iterations": _GPU_SCALE * PRESETS["cpu_demo"]["iterations"]}
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("", "nnU-Net's schedule (1000 x 250 steps), the default translator"),
     Schedule("_Short", "2 x 10 steps, a 200-iteration CPU translator: tests and quick checks", 2, 10, 2,
              {**CPU_TRANSLATOR, "translator_iterations": 200}),
     Schedule("_Demo", "the main demo's first stage: 30 x 25 steps from scratch, the CPU translator",
-             _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, _DEMO_ALIGNMENT),
     Schedule("_DemoFineTune", "the demo's second stage, from the source-only _Demo model (-pretrained_weights): "
-             "15 x 25 steps", _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2,
-             {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             "15 x 25 steps", _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2, _DEMO_ALIGNMENT),
     Schedule("_Demo3d", "the 3d_fullres first stage on a 2-core CPU: 60 x 25 steps from scratch, the CPU translator",
-             _DEMO_3D_EPOCHS, _DEMO_ITERATIONS, 2, {**CPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             _DEMO_3D_EPOCHS, _DEMO_ITERATIONS, 2, _DEMO_ALIGNMENT),
     Schedule("_Demo10x", "the demo's first stage at ten times its steps (300 x 25) and translator iterations (6000): "
-             "the GPU columns", _GPU_SCALE * _DEMO_EPOCHS, _DEMO_ITERATIONS, 2,
-             {**_GPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             "the GPU columns", _GPU_SCALE * _DEMO_EPOCHS, _DEMO_ITERATIONS, 2, _GPU_ALIGNMENT),
     Schedule("_Demo10xFineTune", "the second stage of the GPU columns: 150 x 25 steps from the _Demo10x model",
-             _GPU_SCALE * _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2, {**_GPU_TRANSLATOR, "target_batch_fraction": 0.25}),
+             _GPU_SCALE * _DEMO_EPOCHS // 2, _DEMO_ITERATIONS, 2, _GPU_ALIGNMENT),
 )
