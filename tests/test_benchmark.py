@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import nnunet_glua
 from nnunet_glua.evaluation.metrics import ClassSummary, Statistic, Summary
 from nnunet_glua.experiments.benchmark import main, run_benchmark
-from nnunet_glua.experiments.commands import Command
+from nnunet_glua.experiments.commands import BENCHMARK_PROGRAMS, Command, Executor
 from nnunet_glua.experiments.datasets import read_dataset
 from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.experiments.medians import median_summary
@@ -615,6 +615,16 @@ def test_self_training_rows_pseudo_label_with_their_start_model_and_train_on_tha
         assert FakeNnUNet.option(train, "-pretrained_weights").startswith(str(seed_root / start))
         names.add(name)
     assert len(names) == 3  # one set per start model
+
+
+def test_every_program_the_benchmark_starts_is_one_of_the_programs_machines_are_set_up_for(datasets, tmp_path):
+    # the GPU checks write launchers for BENCHMARK_PROGRAMS only: a program outside it would be missing there
+    result = run_benchmark(ADAPT_ID, schedule="_Short", rows=[r.key for r in ROWS], seeds=(0,),
+                           device="cpu", out=tmp_path / "o", dry_run=True, runner=refuse)
+    started = {Command(tuple(c["argv"]), c["env"]).program for c in result["commands"]}
+    assert started == set(BENCHMARK_PROGRAMS)
+    with pytest.raises(ValueError, match="BENCHMARK_PROGRAMS"):
+        Executor(refuse, dry_run=True).program("nnUNetv2_plan_and_preprocess")
 
 
 def test_a_self_training_row_with_filter_options_labels_a_set_of_its_own(datasets, tmp_path):

@@ -71,6 +71,20 @@ def test_the_data_is_the_cpu_tables(tmp_path, monkeypatch):
     assert "phantom_size" not in options and "appearance" not in options
 
 
+def test_the_gpu_training_checks_data_is_the_demos_phantom_at_the_size_asked_for(tmp_path, monkeypatch):
+    from nnunet_glua import demo
+    from nnunet_glua.evaluation.gpu_training_check import prepare_demo_data
+
+    calls = []
+    monkeypatch.setattr(demo, "prepare_data", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert prepare_demo_data(tmp_path, "CT2MR", "3d_fullres", 2, num_cases=6, phantom_size=48) == \
+        demo.DEMO_TASKS["cardiac"].dataset_ids["CT2MR"][0]
+    (_, task, direction), options = calls[0]
+    assert (task.phantom_kind, direction) == ("cardiac", "CT2MR")
+    assert {k: options[k] for k in ("num_cases", "seed", "configuration", "phantom_size")} == {
+        "num_cases": 6, "seed": 0, "configuration": "3d_fullres", "phantom_size": 48}
+
+
 def test_an_unknown_row_is_refused_before_any_data_is_prepared(tmp_path, monkeypatch, capsys):
     _keep_environment(monkeypatch)
     monkeypatch.setattr(gpu_cardiac_columns, "_prepare", lambda *a: pytest.fail("data prepared"))
@@ -117,3 +131,19 @@ def test_launchers_are_written_for_missing_console_scripts(tmp_path, monkeypatch
         run = subprocess.run([str(tmp_path / "bin" / name), "--help"], capture_output=True, text=True, env=env,
                              timeout=120)
         assert run.returncode == 0 and usage in run.stdout, run.stderr
+
+
+def test_this_packages_programs_have_launchers_that_match_its_console_scripts():
+    # a launcher is written from OWN_SCRIPTS where the checkout is not installed: it must start what
+    # pip's console script starts, for every program of this package the benchmark calls
+    import configparser
+
+    from nnunet_glua.evaluation.gpu_training_check import OWN_SCRIPTS
+    from nnunet_glua.experiments.commands import BENCHMARK_PROGRAMS
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    console_scripts = dict(line.split(" = ") for line in
+                           config["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert {name: console_scripts[name] for name in OWN_SCRIPTS} == OWN_SCRIPTS
+    assert {n for n, dist in BENCHMARK_PROGRAMS.items() if dist == "nnunet-glua"} <= set(OWN_SCRIPTS)

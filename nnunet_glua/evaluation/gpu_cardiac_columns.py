@@ -35,7 +35,6 @@ DIRECTIONS: tuple[str, ...] = ("CT2MR", "MR2CT")
 ROWS: tuple[str, ...] = ("source-only-continued", "glua", "target-supervised", "glua+st")
 SCHEDULE, FINE_TUNE_SCHEDULE = "_Demo10x", "_Demo10xFineTune"
 CONFIGURATION = "2d"
-TASK = "cardiac"
 
 
 def benchmark_options(out: Path, direction: str, seeds: Sequence[int], rows: Sequence[str], device: str,
@@ -48,15 +47,11 @@ def benchmark_options(out: Path, direction: str, seeds: Sequence[int], rows: Seq
 
 
 def _prepare(work: Path, direction: str, num_processes: int) -> int:
-    """``glua_demo``'s data steps for ``direction`` into ``work`` (its phantom: 20 volumes per modality, seed 0, the
-    demo's matrix); returns the adaptation dataset's id."""
-    from nnunet_glua.demo import DEMO_TASKS, _Steps, prepare_data
-    from nnunet_glua.experiments.commands import subprocess_runner
+    """The CPU table's data for ``direction`` into ``work`` (the demo's phantom and 2d plan); returns the adaptation
+    dataset's id."""
+    from nnunet_glua.evaluation.gpu_training_check import prepare_demo_data
 
-    task = DEMO_TASKS[TASK]
-    prepare_data(work, task, direction, num_cases=20, seed=0, num_processes=num_processes,
-                 configuration=CONFIGURATION, runner=subprocess_runner, steps=_Steps(4))
-    return task.dataset_ids[direction][0]
+    return prepare_demo_data(work, direction, CONFIGURATION, num_processes)
 
 
 def _put_checkout_on_pythonpath() -> None:
@@ -88,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: the GPU columns train at ten times the CPU budget; --dry-run prints them")
     from nnunet_glua.evaluation.evaluate import EvaluationError
-    from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, OWN_SCRIPTS, set_up_work_folder
+    from nnunet_glua.evaluation.gpu_training_check import NNUNET_SCRIPTS, set_up_work_folder
     from nnunet_glua.experiments.benchmark import run_benchmark
+    from nnunet_glua.experiments.commands import BENCHMARK_PROGRAMS
     from nnunet_glua.experiments.errors import BenchmarkError
     from nnunet_glua.experiments.rows import select_rows
     from nnunet_glua.json_io import write_json
@@ -102,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     work = out / "work"
     _put_checkout_on_pythonpath()
-    num_processes = set_up_work_folder(work, NNUNET_SCRIPTS + ("nnUNetv2_extract_fingerprint",
-                                                              "nnUNetv2_move_plans_between_datasets",
-                                                              "nnUNetv2_preprocess") + tuple(OWN_SCRIPTS))
+    num_processes = set_up_work_folder(work, tuple(dict.fromkeys(NNUNET_SCRIPTS + tuple(BENCHMARK_PROGRAMS))))
     ensure_trainer_folder_registered()
     os.environ.setdefault("nnUNet_def_n_proc", str(num_processes))
 

@@ -34,7 +34,7 @@ import torch
 
 from nnunet_glua.json_io import write_json
 
-__all__ = ["main", "ensure_console_scripts", "set_up_work_folder"]
+__all__ = ["main", "ensure_console_scripts", "set_up_work_folder", "prepare_demo_data"]
 
 GLUA_TRAINER = "GLUATrainer_Short"
 NNUNET_SCRIPTS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict")
@@ -82,15 +82,19 @@ def set_up_work_folder(work: Path, scripts=NNUNET_SCRIPTS) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def _prepare(work: Path, configuration: str, num_cases: int, phantom_size: int, num_processes: int) -> int:
-    """The demo's data preparation into ``work``; returns the adaptation dataset's id."""
+def prepare_demo_data(work: Path, direction: str, configuration: str, num_processes: int, num_cases: int = 20,
+                      phantom_size: int | None = None) -> int:
+    """``glua_demo``'s data steps 1-4 into ``work``: its cardiac phantom (seed 0, ``num_cases`` volumes per
+    modality, the demo's matrix unless ``phantom_size``), converted for ``direction`` (``"CT2MR"`` or ``"MR2CT"``),
+    planned and preprocessed for ``configuration``. Returns the adaptation dataset's id."""
     from nnunet_glua.demo import DEMO_TASK, DEMO_TASKS, _Steps, prepare_data
     from nnunet_glua.experiments.commands import subprocess_runner
 
     task = DEMO_TASKS[DEMO_TASK]
-    prepare_data(work, task, "CT2MR", num_cases, 0, num_processes, configuration, subprocess_runner, _Steps(4),
-                 phantom_size=phantom_size)
-    return task.dataset_ids["CT2MR"][0]
+    size = {} if phantom_size is None else {"phantom_size": phantom_size}
+    prepare_data(work, task, direction, num_cases=num_cases, seed=0, num_processes=num_processes,
+                 configuration=configuration, runner=subprocess_runner, steps=_Steps(4), **size)
+    return task.dataset_ids[direction][0]
 
 
 def count_step_synchronisations(dataset_id: int, configuration: str, warmup: int = 3) -> int:
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": {}}
     failed: list[str] = []
     t0 = time.perf_counter()
-    dataset_id = _prepare(work, configuration, num_cases, size, num_processes)
+    dataset_id = prepare_demo_data(work, "CT2MR", configuration, num_processes, num_cases, size)
     report["seconds"]["data"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()

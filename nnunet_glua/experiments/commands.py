@@ -1,9 +1,9 @@
 """External commands: what runs them, how they are recorded, and where nnU-Net's programs and trainers are found.
 
-:func:`nnunet_program` is the package's one lookup of nnU-Net's console scripts (``nnUNetv2_train``,
-``nnUNetv2_predict``, ...). A :class:`CommandRunner` executes one :class:`Command`; tests pass a fake one that
-writes what nnU-Net would write. :class:`Executor` prints and records every command and skips running them in a
-dry run.
+:func:`nnunet_program` is the package's one lookup of the console scripts it runs (``nnUNetv2_train``,
+``nnUNetv2_predict``, ..., ``glua_pseudo_label``); :data:`BENCHMARK_PROGRAMS` lists those the benchmark starts. A
+:class:`CommandRunner` executes one :class:`Command`; tests pass a fake one that writes what nnU-Net would write.
+:class:`Executor` prints and records every command and skips running them in a dry run.
 """
 from __future__ import annotations
 
@@ -21,7 +21,20 @@ from typing import Any, Callable, Iterable, Mapping
 from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.paths import EXT_TRAINER_ENV
 
-__all__ = ["Command", "CommandRunner", "subprocess_runner", "nnunet_program", "Executor", "check_trainers"]
+__all__ = ["Command", "CommandRunner", "subprocess_runner", "nnunet_program", "Executor", "check_trainers",
+           "BENCHMARK_PROGRAMS"]
+
+#: every program the benchmark starts (upper-bound preparation, training, pseudo-labelling, prediction), with the
+#: distribution whose console script it is; :meth:`Executor.program` refuses any other name, so that a machine can
+#: be set up for the benchmark from this table alone (launchers of the GPU checks)
+BENCHMARK_PROGRAMS: Mapping[str, str] = {
+    "nnUNetv2_extract_fingerprint": "nnunetv2",
+    "nnUNetv2_move_plans_between_datasets": "nnunetv2",
+    "nnUNetv2_preprocess": "nnunetv2",
+    "nnUNetv2_train": "nnunetv2",
+    "nnUNetv2_predict": "nnunetv2",
+    "glua_pseudo_label": "nnunet-glua",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ def subprocess_runner(command: Command) -> None:
 
 
 def nnunet_program(name: str, required: bool = True) -> str:
-    """Path of nnU-Net's console script ``name`` (e.g. ``nnUNetv2_train``).
+    """Path of the console script ``name`` (nnU-Net's, e.g. ``nnUNetv2_train``, or this package's).
 
     The scripts next to this interpreter come first, so that the commands work without an activated virtual
     environment; then ``PATH``. When neither has it, ``required`` raises :class:`BenchmarkError`, otherwise the bare
@@ -80,8 +93,8 @@ def nnunet_program(name: str, required: bool = True) -> str:
     if found is not None:
         return found
     if required:
-        raise BenchmarkError(None, f"nnU-Net command {name} not found next to {sys.executable} or on PATH; is "
-                                   "nnunetv2 installed in this environment?")
+        raise BenchmarkError(None, f"command {name} not found next to {sys.executable} or on PATH; is "
+                                   f"{BENCHMARK_PROGRAMS.get(name, 'nnunetv2')} installed in this environment?")
     return name
 
 
@@ -95,7 +108,9 @@ class Executor:
         self.commands: list[Command] = []
 
     def program(self, name: str) -> str:
-        """:func:`nnunet_program`, required except in a dry run."""
+        """:func:`nnunet_program` of one of :data:`BENCHMARK_PROGRAMS`, required except in a dry run."""
+        if name not in BENCHMARK_PROGRAMS:
+            raise ValueError(f"{name} is not in BENCHMARK_PROGRAMS; add it there so that machines are set up for it")
         return nnunet_program(name, required=not self.dry_run)
 
     def execute(self, command: Command) -> None:
