@@ -65,10 +65,10 @@ def test_the_data_is_the_cpu_tables(tmp_path, monkeypatch):
     assert gpu_cardiac_columns._prepare(tmp_path, "MR2CT", 3) == demo.DEMO_TASKS["cardiac"].dataset_ids["MR2CT"][0]
     (workdir, task, direction), options = calls[0]
     assert (workdir, task.phantom_kind, direction) == (tmp_path, "cardiac", "MR2CT")
-    # the demo's phantom (size and appearance by default), as in the CPU table
-    assert {k: options[k] for k in ("num_cases", "seed", "configuration")} == {"num_cases": 20, "seed": 0,
-                                                                              "configuration": "2d"}
-    assert "phantom_size" not in options and "appearance" not in options
+    # the demo's phantom (its size, its default appearance), as in the CPU table
+    assert {k: options[k] for k in ("num_cases", "seed", "configuration", "phantom_size")} == {
+        "num_cases": 20, "seed": 0, "configuration": "2d", "phantom_size": demo.DEMO_PHANTOM_SIZE}
+    assert "appearance" not in options
 
 
 def test_the_gpu_training_checks_data_is_the_demos_phantom_at_the_size_asked_for(tmp_path, monkeypatch):

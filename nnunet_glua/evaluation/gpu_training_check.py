@@ -87,13 +87,13 @@ def prepare_demo_data(work: Path, direction: str, configuration: str, num_proces
     """``glua_demo``'s data steps 1-4 into ``work``: its cardiac phantom (seed 0, ``num_cases`` volumes per
     modality, the demo's matrix unless ``phantom_size``), converted for ``direction`` (``"CT2MR"`` or ``"MR2CT"``),
     planned and preprocessed for ``configuration``. Returns the adaptation dataset's id."""
-    from nnunet_glua.demo import DEMO_TASK, DEMO_TASKS, _Steps, prepare_data
+    from nnunet_glua.demo import DEMO_PHANTOM_SIZE, DEMO_TASK, DEMO_TASKS, _Steps, prepare_data
     from nnunet_glua.experiments.commands import subprocess_runner
 
     task = DEMO_TASKS[DEMO_TASK]
-    size = {} if phantom_size is None else {"phantom_size": phantom_size}
     prepare_data(work, task, direction, num_cases=num_cases, seed=0, num_processes=num_processes,
-                 configuration=configuration, runner=subprocess_runner, steps=_Steps(4), **size)
+                 configuration=configuration, runner=subprocess_runner, steps=_Steps(4),
+                 phantom_size=phantom_size or DEMO_PHANTOM_SIZE)
     return task.dataset_ids[direction][0]
 
 
