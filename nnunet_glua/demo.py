@@ -271,7 +271,8 @@ def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translato
     from nnunet_glua.evaluation.gap_figure import gap_mask_figure
 
     dataset = settings.adaptation
-    predictions = {row.label: settings.prediction_folder(seed, row) for row in settings.rows}
+    predictions = {row.label: settings.prediction_folder(seed, row) for row in settings.rows
+                   if settings.is_finished(seed, row)}  # a row the benchmark could not train has none
     figures = {"predictions": prediction_figure(
         dataset.images_ts, dataset.labels_ts, predictions, out / "target_test_predictions.png",
         title=f"{dataset.name}: target test set, fold 0 ({settings.configuration})")}
@@ -282,7 +283,7 @@ def _write_figures(out: Path, settings: ExperimentSettings, seed: int, translato
     if preview.is_file():
         shutil.copyfile(preview, out / "translator_preview.png")
         figures["translator_preview"] = out / "translator_preview.png"
-    if any(row.key == SELF_TRAINED_GLUA_ROW for row in settings.rows):
+    if any(row.key == SELF_TRAINED_GLUA_ROW and settings.is_finished(seed, row) for row in settings.rows):
         from nnunet_glua.data.pseudo_labels import pseudo_label_set_folder
         from nnunet_glua.data.uda_dataset_info import load_uda_info
         from nnunet_glua.evaluation.pseudo_label_figure import pseudo_label_figure
@@ -360,10 +361,11 @@ def run_demo(workdir: Path, num_cases: int, seed: int, num_processes: int, devic
         "benchmark": str(settings.out),
         "test_time_mirroring": settings.test_time_mirroring,
         "evaluations": {row.label: str(settings.evaluation_folder(seed, row) / "evaluation.json")
-                        for row in settings.rows},
+                        for row in settings.rows if settings.is_finished(seed, row)},
+        "not_trained": report.get("not_trained", {}),
         "figures": {name: str(p) for name, p in figures.items()},
         "seconds": {**steps.seconds, **{f"row {row.label}": report["rows"][row.label]["seeds"][str(seed)][
-            "wall_time_s"]["total_s"] for row in settings.rows}},
+            "wall_time_s"]["total_s"] for row in settings.rows if settings.is_finished(seed, row)}},
     }
     write_json(summary, workdir / "demo_summary.json")
     return summary

@@ -627,6 +627,40 @@ def test_every_program_the_benchmark_starts_is_one_of_the_programs_machines_are_
         Executor(refuse, dry_run=True).program("nnUNetv2_plan_and_preprocess")
 
 
+class FakeNnUNetDroppingEveryCase(FakeNnUNet):
+    """As :class:`FakeNnUNet`, and ``glua_pseudo_label`` writes a complete set whose filter dropped every case."""
+
+    def __call__(self, command: Command) -> None:
+        if command.program != "glua_pseudo_label":
+            return super().__call__(command)
+        self.calls.append(command)
+        folder = Path(os.environ["nnUNet_raw"]) / ADAPT / "pseudolabels" / self.option(command, "-o")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "pseudo_label_set.json").write_text(json.dumps(
+            {"complete": True, "cases": {"t_000": {"status": "dropped: 3 of 4 structures dropped"}}}))
+
+
+def test_a_row_whose_pseudo_labels_keep_no_case_is_reported_not_trained_and_the_others_run(datasets, tmp_path):
+    out, labels = tmp_path / "o", {r.key: r.label for r in ROWS}
+    fake = FakeNnUNetDroppingEveryCase()
+    report = run_benchmark(ADAPT_ID, schedule="_Short", rows=["source-only-continued", "source-only+st",
+                                                              "source-only+st2", "glua"],
+                           seeds=(0,), device="cpu", out=out, num_processes=1, runner=fake)
+    # the rows after the untrainable ones still ran and were evaluated
+    assert set(report["rows"]) == {labels["source-only"], labels["source-only-continued"], labels["glua"]}
+    reasons = report["not_trained"]
+    assert "keeps no case" in reasons[labels["source-only+st"]]["0"]
+    assert "'source-only+st', which was not trained" in reasons[labels["source-only+st2"]]["0"]
+    trained = [FakeNnUNet.option(c, "-tr") for c in fake.calls if c.program == "nnUNetv2_train"]
+    assert not any("SelfTrain" in t for t in trained) and "GLUATrainer_Short" in trained
+    markdown = (out / "benchmark.md").read_text()
+    assert "### Not trained" in markdown and "| " + labels["source-only+st"] + " | 0 | " in markdown
+    # a later run of another row keeps reporting why, without trying the row again
+    later = run_benchmark(ADAPT_ID, schedule="_Short", rows=["source-only-continued"], seeds=(0,), device="cpu",
+                          out=out, num_processes=1, runner=FakeNnUNet())
+    assert set(later["not_trained"]) == {labels["source-only+st"], labels["source-only+st2"]}
+
+
 def test_a_self_training_row_with_filter_options_labels_a_set_of_its_own(datasets, tmp_path):
     result = run_benchmark(ADAPT_ID, schedule="_Short", rows=["glua+st", "glua+st-steered", "glua+st-balanced"],
                            seeds=(0,), device="cpu", out=tmp_path / "o", dry_run=True, runner=refuse)

@@ -16,7 +16,7 @@ from nnunet_glua.experiments.errors import BenchmarkError
 from nnunet_glua.experiments.medians import median_summary
 from nnunet_glua.experiments.provenance import machine_info, project_commit, sha256_prefix
 from nnunet_glua.experiments.rows import LOWER_ROW, ROWS, START_ROW, UPPER_ROW
-from nnunet_glua.experiments.runner import check_evaluated_cases, read_record, stored_identity
+from nnunet_glua.experiments.runner import check_evaluated_cases, not_trained_reason, read_record, stored_identity
 from nnunet_glua.experiments.settings import ROW_RECORD, ExperimentSettings
 
 __all__ = ["FORMAT_VERSION", "METRICS", "WIDE_MARGIN_DICE", "WIDE_MARGIN_GAP", "build_report", "benchmark_markdown",
@@ -43,8 +43,8 @@ def report_scope(settings: ExperimentSettings) -> tuple[ExperimentSettings, set[
     the same output folder with the same settings (a benchmark run in several commands reports all of it).
 
     Returns settings whose ``rows`` and ``seeds`` are those reported (table order, ascending seeds) and the
-    ``(seed, row key)`` pairs that have results; this run's pairs are always among them. A finished row made with
-    other settings (another trainer, fold or mirroring) is left out.
+    ``(seed, row key)`` pairs that have results or were found not trainable; this run's pairs are always among
+    them. A finished row made with other settings (another trainer, fold or mirroring) is left out.
     """
     s = settings
     seeds = set(s.seeds)
@@ -62,7 +62,11 @@ def report_scope(settings: ExperimentSettings) -> tuple[ExperimentSettings, set[
     pairs = set(this_run)
     for seed in wide.seeds:
         for row in ROWS:
-            if (seed, row.key) in this_run or (row.upper_bound and upper is None) or not wide.is_finished(seed, row):
+            if (seed, row.key) in this_run or (row.upper_bound and upper is None):
+                continue
+            if not wide.is_finished(seed, row):
+                if not_trained_reason(wide, seed, row) is not None:
+                    pairs.add((seed, row.key))
                 continue
             record = wide.evaluation_folder(seed, row) / ROW_RECORD
             if record.is_file() and stored_identity(read_record(record)) == wide.identity(seed, row):
@@ -83,11 +87,15 @@ def build_report(settings: ExperimentSettings) -> dict[str, Any]:
     s, pairs = report_scope(settings)
     rows: dict[str, Any] = {}
     medians: dict[str, Summary] = {}
+    not_trained: dict[str, dict[str, str]] = {}
     for row in s.rows:
         per_seed: dict[str, Any] = {}
         summaries = []
         for seed in s.seeds:
-            if (seed, row.key) not in pairs:
+            reason = None if s.is_finished(seed, row) else not_trained_reason(s, seed, row)
+            if reason is not None:
+                not_trained.setdefault(row.label, {})[str(seed)] = reason
+            if (seed, row.key) not in pairs or reason is not None:
                 per_seed[str(seed)] = None
                 continue
             folder = s.evaluation_folder(seed, row)
@@ -107,6 +115,8 @@ def build_report(settings: ExperimentSettings) -> dict[str, Any]:
                 "project_commit": (record.get("project") or {}).get("commit"),
                 "evaluation_folder": str(folder),
             }
+        if not summaries:
+            continue  # not trained in any seed
         medians[row.label] = median_summary(summaries)
         totals = [v["wall_time_s"]["total_s"] for v in per_seed.values()
                   if v is not None and v["wall_time_s"]["total_s"] is not None]
@@ -173,6 +183,7 @@ def build_report(settings: ExperimentSettings) -> dict[str, Any]:
                            f"{WIDE_MARGIN_GAP:.0%} of the gap closed, on the medians",
         },
         "rows": rows,
+        "not_trained": not_trained,
         "comparison": table,
         "headline": _headline(rows, table, s.seeds),
     }
@@ -212,6 +223,7 @@ def _seed_dice(row: Mapping[str, Any], seed: int) -> float | None:
 
 # ----------------------------------------------------------------------------------------------- markdown
 _NOT_RUN = "—"
+_NOT_TRAINED = "not trained"
 
 
 def _row_commits(rows: Mapping[str, Any]) -> str:
@@ -276,8 +288,10 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
     lines += ["### Class-mean Dice per seed", "",
               "| Row | Trainer | " + " | ".join(f"seed {k}" for k in seeds) + " | median | missed per seed |",
               "| :--- | :--- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"]
+    not_trained = report.get("not_trained") or {}
     for label, row in rows.items():
-        per_seed = [_NOT_RUN if row["seeds"][str(k)] is None else _fmt(_seed_dice(row, k)) for k in seeds]
+        per_seed = [_NOT_TRAINED if str(k) in not_trained.get(label, {}) else
+                    _NOT_RUN if row["seeds"][str(k)] is None else _fmt(_seed_dice(row, k)) for k in seeds]
         missed = " / ".join(_NOT_RUN if v is None else str(v["n_missed"]) for v in row["seeds"].values())
         lines.append(f"| {label} | {row['trainer']} | " + " | ".join(per_seed)
                      + f" | {_fmt(row['median']['dice']['class_mean'])} | {missed} |")
@@ -299,6 +313,11 @@ def benchmark_markdown(report: Mapping[str, Any]) -> str:
                      "it (counted in that row's time unless it existed before); the other GLUA rows of the seed reuse "
                      "it.")
     lines += ["", " ".join(notes), ""] if notes else [""]
+    if not_trained:
+        lines += ["### Not trained", "", "| Row | Seed | Why |", "| :--- | ---: | :--- |"]
+        lines += [f"| {label} | {seed} | {reason} |" for label, by_seed in not_trained.items()
+                  for seed, reason in by_seed.items()]
+        lines.append("")
     m, p, h = report["machine"], report["project"], report["hashes"]
     dirty = " (with uncommitted changes)" if p.get("dirty") else ""
     lines += [

@@ -7,6 +7,11 @@
   when complete; skipped when it is newer than the checkpoint and its time was recorded;
 * **evaluate** against the adaptation dataset's test labels; the evaluation and the row's record (identity,
   timings, commands, checkpoint hashes) are written together, last, so a row with an evaluation is finished.
+
+A self-training row whose pseudo-label set keeps no case (its start model's predictions were all dropped by the
+filter), or a row that starts from a row that could not be trained, is **not trained**: the benchmark writes why
+into the row's ``not_trained.json``, reports the row as such and goes on with the other rows. Running the benchmark
+again tries that row again (the pseudo-labelling resumes, so this costs little when nothing changed).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_glua.data.pseudo_labelled_target import PSEUDO_LABELS_ENV
+from nnunet_glua.data.pseudo_labels import PSEUDO_LABEL_FOLDER, SET_FILE
 from nnunet_glua.evaluation.evaluate import EvaluationResult, evaluate_dataset, write_evaluation
 from nnunet_glua.experiments.commands import Command, Executor
 from nnunet_glua.experiments.errors import BenchmarkError
@@ -29,7 +35,8 @@ from nnunet_glua.json_io import read_json, write_json
 from nnunet_glua.paths import EXT_TRAINER_ENV
 from nnunet_glua.style.integration import translator_folder_name
 
-__all__ = ["SEED_ENV", "read_record", "stored_identity", "check_existing_rows", "check_evaluated_cases", "RowRunner"]
+__all__ = ["SEED_ENV", "read_record", "stored_identity", "check_existing_rows", "check_evaluated_cases",
+           "RowNotTrainable", "not_trained_reason", "RowRunner"]
 
 SEED_ENV = "GLUA_SEED"  # the seed variable that the trainers of nnunet_glua.training read
 
@@ -75,6 +82,25 @@ def check_evaluated_cases(settings: ExperimentSettings, result: EvaluationResult
                                     "remove this folder to evaluate it again")
 
 
+class RowNotTrainable(Exception):
+    """``row`` cannot be trained for ``reason``, a fact about the data or an earlier row to report (not an error
+    to fix before the other rows can run)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def not_trained_reason(settings: ExperimentSettings, seed: int, row: Row) -> str | None:
+    """Why ``row`` of ``seed`` could not be trained with these settings, from its record; ``None`` when it has no
+    such record (or one made with other settings)."""
+    path = settings.not_trained_record(seed, row)
+    if not path.is_file():
+        return None
+    record = read_record(path)
+    return record.get("reason") if stored_identity(record) == settings.identity(seed, row) else None
+
+
 class RowRunner:
     """Runs rows of one benchmark through an :class:`Executor` (which prints, records and runs the commands)."""
 
@@ -108,7 +134,12 @@ class RowRunner:
         progress_file = s.row_folder(seed, row) / PROGRESS_RECORD
         progress = read_record(progress_file) if progress_file.is_file() else {}
         commands: list[Command] = []
-        self._train(seed, row, progress, commands)
+        try:
+            self._train(seed, row, progress, commands)
+        except RowNotTrainable as e:
+            self._record_not_trained(seed, row, e.reason, commands)
+            print(f"{head}: not trained: {e.reason}", flush=True)
+            return
         self._predict(seed, row, progress, commands)
         predictions = s.prediction_folder(seed, row)
         if s.dry_run:
@@ -117,6 +148,14 @@ class RowRunner:
         mean, total = self._evaluate(seed, row, progress, commands)
         print(f"{head}: class-mean Dice {'n/a' if mean is None else f'{mean:.3f}'}, "
               f"wall time {'n/a' if total is None else f'{total:.0f} s'}", flush=True)
+
+    def _record_not_trained(self, seed: int, row: Row, reason: str, commands: list[Command]) -> None:
+        if self.s.dry_run:
+            return
+        write_json({"identity": self.s.identity(seed, row), "label": row.label, "reason": reason,
+                    "commands": [c.shell() for c in commands], "project": project_commit(),
+                    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+                   self.s.not_trained_record(seed, row))
 
     def _save_progress(self, seed: int, row: Row, progress: dict[str, Any]) -> None:
         write_json(progress, self.s.row_folder(seed, row) / PROGRESS_RECORD)
@@ -128,8 +167,17 @@ class RowRunner:
         if checkpoint.is_file():
             self.executor.note(f"trained earlier, not retrained: {checkpoint}")
             return
+        start_row = None if row.starts_from is None else s.row(row.starts_from)
+        if start_row is not None and not s.dry_run:
+            reason = not_trained_reason(s, seed, start_row)
+            if reason is not None and not s.start_checkpoint(seed, row).is_file():
+                raise RowNotTrainable(f"starts from row {start_row.key!r}, which was not trained ({reason})")
         if row.pseudo_labels:
             self._pseudo_label(seed, row, commands)
+            if not s.dry_run and not self._kept_pseudo_labelled_cases(seed, row):
+                raise RowNotTrainable(f"pseudo-label set {s.pseudo_label_set(seed, row)} keeps no case: "
+                                      f"glua_pseudo_label's filter dropped every prediction of row "
+                                      f"{row.starts_from!r} (its report.md says why)")
         self._share_translator(seed, row)
         argv = [self.executor.program("nnUNetv2_train"), str(s.trained_dataset(row).id), s.configuration, s.fold,
                 "-tr", s.trainer(row), "-p", s.plans, "-device", s.device]
@@ -162,6 +210,12 @@ class RowRunner:
             argv.append("--disable-tta")
         commands.append(Command(tuple(argv), self.row_env(seed, start)))
         self.executor.execute(commands[-1])
+
+    def _kept_pseudo_labelled_cases(self, seed: int, row: Row) -> list[str]:
+        """The cases that ``row``'s pseudo-label set keeps (read from its set file)."""
+        set_file = self.s.adaptation.folder / PSEUDO_LABEL_FOLDER / self.s.pseudo_label_set(seed, row) / SET_FILE
+        state = read_json(set_file, BenchmarkError, advice="run the same glua_benchmark command again")
+        return sorted(case for case, entry in state.get("cases", {}).items() if entry.get("status") == "kept")
 
     def _share_translator(self, seed: int, row: Row) -> None:
         """A row started from a GLUA row uses that row's style translator: linked into its own results root (which
@@ -237,4 +291,5 @@ class RowRunner:
         with staged_directory(evaluation, overwrite=True) as tmp:
             write_evaluation(result, tmp)
             write_json(record, tmp / ROW_RECORD)
+        s.not_trained_record(seed, row).unlink(missing_ok=True)  # an earlier try's record no longer holds
         return result.summary.class_mean["dice"].mean, total

@@ -27,13 +27,15 @@ from nnunet_glua.parallel import default_num_processes
 from nnunet_glua.paths import ensure_trainer_folder_registered
 
 __all__ = ["DEFAULT_SEEDS", "EVALUATION_FOLDER", "PREDICTION_FOLDER", "ROW_RECORD", "PROGRESS_RECORD",
-           "ExperimentSettings", "build_settings", "default_out"]
+           "NOT_TRAINED_RECORD", "ExperimentSettings", "build_settings", "default_out"]
 
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 EVALUATION_FOLDER = "evaluation"
 PREDICTION_FOLDER = "predictions"
 ROW_RECORD = "row.json"
 PROGRESS_RECORD = "timing.json"
+#: written instead of an evaluation when a row cannot be trained (e.g. its pseudo-label set keeps no case)
+NOT_TRAINED_RECORD = "not_trained.json"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ class ExperimentSettings:
 
     def prediction_folder(self, seed: int, row: Row) -> Path:
         return self.row_folder(seed, row) / PREDICTION_FOLDER
+
+    def not_trained_record(self, seed: int, row: Row) -> Path:
+        """Where the benchmark says why ``row`` of ``seed`` could not be trained (absent when it could)."""
+        return self.row_folder(seed, row) / NOT_TRAINED_RECORD
 
     def is_finished(self, seed: int, row: Row) -> bool:
         """Whether ``row`` of ``seed`` has its evaluation (written last, so the row is complete)."""
