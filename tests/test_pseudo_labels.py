@@ -246,3 +246,81 @@ def test_the_picture_shows_kept_cases_with_their_ignored_voxels(tiny_raw, tmp_pa
     with pytest.raises(FigureError, match="keeps no case"):
         pseudo_label_figure(folder, tiny_raw / "imagesTargetTr", tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_agreement_counts_ignored_voxels_and_dropped_cases_as_not_covered():
+    from nnunet_glua.evaluation.pseudo_label_quality import count_agreement
+
+    reference = blobs()
+    pseudo = reference.copy()
+    pseudo[2:4, 2:6, 2:6] = 3  # half of organ1 ignored
+    pseudo[0, 0, :4] = 2  # four wrong organ2 voxels
+    counts = count_agreement(pseudo, reference, LABELS)
+    assert (counts[1].labelled, counts[1].correct, counts[1].reference) == (32, 32, 64)
+    assert counts[1].precision == 1.0 and counts[1].coverage == 0.5
+    assert (counts[2].labelled, counts[2].correct) == (68, 64) and counts[2].precision == 64 / 68
+    dropped = count_agreement(None, reference, LABELS)
+    assert dropped[2].coverage == 0.0 and dropped[2].precision is None
+
+
+def _reference_folder(raw: Path, out: Path) -> dict[str, np.ndarray]:
+    """Reference labels of two target training cases: tgt_000 is src_000's image, so src_000's label is its truth;
+    tgt_001's truth is what ThresholdPredictor finds there. tgt_002 gets none."""
+    truth = {TARGET_CASES[0]: sitk.ReadImage(str(raw / "labelsTr" / "src_000.nii.gz"))}
+    image = sitk.ReadImage(str(raw / "imagesTargetTr" / f"{TARGET_CASES[1]}_0000.nii.gz"))
+    array = sitk.GetArrayFromImage(image)
+    labels = np.zeros(array.shape, np.uint8)
+    labels[(array > 60) & (array < 200)] = 1
+    labels[array > 400] = 2
+    truth[TARGET_CASES[1]] = sitk.GetImageFromArray(labels)
+    truth[TARGET_CASES[1]].CopyInformation(image)
+    out.mkdir()
+    for case, label in truth.items():
+        sitk.WriteImage(label, str(out / f"{case}.nii.gz"))
+    return {case: sitk.GetArrayFromImage(label) for case, label in truth.items()}
+
+
+def test_the_filter_quality_scores_each_variant_against_reference_labels(tiny_raw, tmp_path):
+    from nnunet_glua.evaluation.pseudo_label_quality import FILTER_VARIANTS
+    from nnunet_glua.evaluation.pseudo_label_quality import main as quality_main
+
+    folder = make_pseudo_labels(951, FakeModel(folds=(0,)), predict=ThresholdPredictor(), keep_probabilities=True,
+                                settings=PseudoLabelFilter(volume_factor=10), log=lambda _: None)
+    truth = _reference_folder(tiny_raw, tmp_path / "reference")
+    assert quality_main(["-d", "951", "--set", folder.name, "--reference", str(tmp_path / "reference")]) == 0
+    result = json.loads((folder / "filter_quality.json").read_text())
+    assert list(result["variants"]) == list(FILTER_VARIANTS)
+    assert result["scored_cases"] == TARGET_CASES[:2] and result["unscored_cases"] == [TARGET_CASES[2]]
+    as_made, unchecked = result["variants"]["as made"], result["variants"]["no volume check"]
+    # as made, the source-contrast case is dropped: what is kept is right, but its structures are not covered
+    assert as_made["cases_kept"] == 1 and unchecked["cases_kept"] == 2
+    organ1 = {case: int((t == 1).sum()) for case, t in truth.items()}
+    assert as_made["structures"]["organ1"]["precision"] == 1.0
+    assert as_made["structures"]["organ1"]["coverage"] == pytest.approx(organ1["tgt_001"] / sum(organ1.values()))
+    # without the volume check the model's labels of that case (its background read as organ1) are kept
+    assert unchecked["structures"]["organ1"]["precision"] < 0.5
+    assert unchecked["ignored_fraction"] < as_made["ignored_fraction"]
+    assert "| as made | 1/2 |" in (folder / "filter_quality.md").read_text()
+
+
+def test_the_filter_quality_names_what_is_missing(tiny_raw, tmp_path, capsys):
+    from nnunet_glua.evaluation.pseudo_label_quality import main as quality_main
+    from nnunet_glua.evaluation.pseudo_label_quality import measure_filter_quality
+
+    folder = make_pseudo_labels(951, FakeModel(folds=(0,)), predict=ThresholdPredictor(), log=lambda _: None,
+                                settings=PseudoLabelFilter(volume_factor=10))
+    _reference_folder(tiny_raw, tmp_path / "reference")
+    with pytest.raises(PseudoLabelError, match="--keep-probabilities"):
+        measure_filter_quality(951, folder.name, tmp_path / "reference", log=lambda _: None)
+    with pytest.raises(PseudoLabelError, match="holds no pseudo-label set"):
+        measure_filter_quality(951, "no_such_set", tmp_path / "reference", log=lambda _: None)
+    kept = make_pseudo_labels(951, FakeModel(folds=(0,)), "kept", predict=ThresholdPredictor(),
+                              keep_probabilities=True, settings=PseudoLabelFilter(volume_factor=10), log=lambda _: None)
+    with pytest.raises(PseudoLabelError, match="tgt_000.nii.gz"):  # the test labels are no target training case
+        measure_filter_quality(951, kept.name, tiny_raw / "labelsTs", log=lambda _: None)
+    wrong = tmp_path / "reference" / f"{TARGET_CASES[1]}.nii.gz"
+    sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(wrong))
+    with pytest.raises(PseudoLabelError, match=f"{TARGET_CASES[1]}.nii.gz: reference label .* does not match"):
+        measure_filter_quality(951, kept.name, tmp_path / "reference", log=lambda _: None)
+    assert quality_main(["-d", "951", "--set", kept.name, "--reference", str(tmp_path / "reference")]) == 1
+    assert "does not match" in capsys.readouterr().err and not (kept / "filter_quality.json").exists()

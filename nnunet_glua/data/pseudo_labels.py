@@ -37,7 +37,7 @@ from nnunet_glua.json_io import read_json, write_json
 from nnunet_glua.volume_io import read_volume
 
 __all__ = ["PseudoLabelError", "PSEUDO_LABEL_FOLDER", "SET_FILE", "FoldPredictFn", "pseudo_label_ignore_label",
-           "pseudo_label_set_folder", "source_volume_ranges", "make_pseudo_labels", "main"]
+           "pseudo_label_set_folder", "source_volume_ranges", "fold_probabilities", "make_pseudo_labels", "main"]
 
 PSEUDO_LABEL_FOLDER = "pseudolabels"
 SET_FILE = "pseudo_label_set.json"
@@ -135,7 +135,7 @@ def _load_probabilities(path: Path) -> np.ndarray | None:
         return None
 
 
-def _fold_probabilities(folder: Path, folds: Sequence, case: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+def fold_probabilities(folder: Path, folds: Sequence, case: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """Each fold's probabilities of ``case``, loaded one at a time and checked against the image's array shape."""
     for fold in folds:
         path = folder / f"fold_{fold}" / f"{case}.npz"
@@ -248,7 +248,7 @@ def make_pseudo_labels(
         image = read_volume(images[case], "target image", PseudoLabelError)
         shape = sitk.GetArrayViewFromImage(image).shape
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-        pseudo, report = filter_pseudo_label(case, _fold_probabilities(folder, model.folds, case, shape), labels,
+        pseudo, report = filter_pseudo_label(case, fold_probabilities(folder, model.folds, case, shape), labels,
                                              ignore_label, voxel_ml, ranges, settings)
         if report.status == "kept":
             out = sitk.GetImageFromArray(pseudo)
