@@ -668,6 +668,11 @@ def test_a_self_training_row_with_filter_options_labels_a_set_of_its_own(dataset
     labelling = [c for c in commands if c.program == "glua_pseudo_label"]
     training = {FakeNnUNet.option(c, "-tr"): c.env.get("GLUA_PSEUDO_LABELS") for c in commands
                 if c.program == "nnUNetv2_train"}
+    # the plain and the balanced row train the same trainer from the same GLUA model: each into its own results
+    # folder, or the second would report the first one's model
+    roots = [c.env["nnUNet_results"] for c in commands
+             if c.program == "nnUNetv2_train" and FakeNnUNet.option(c, "-tr") == "GLUATrainer_SelfTrain_Short"]
+    assert len(roots) == 2 and len(set(roots)) == 2
     assert [FakeNnUNet.option(c, "--keep-most-confident") if "--keep-most-confident" in c.argv else None
             for c in labelling] == [None, None, "0.5"]
     plain, steered, balanced = (FakeNnUNet.option(c, "-o") for c in labelling)

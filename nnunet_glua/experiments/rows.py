@@ -14,7 +14,7 @@ from typing import Sequence
 from nnunet_glua.experiments.errors import BenchmarkError
 
 __all__ = ["Row", "ROWS", "START_ROW", "LOWER_ROW", "ADAPTED_ROW", "UPPER_ROW", "row_by_key", "select_rows",
-           "normalise_schedule", "trainer_name"]
+           "normalise_schedule", "trainer_name", "results_folder_name"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ ROWS: tuple[Row, ...] = (
         _ST.format(start="GLUA") + "; each structure keeps at least its most confident half (--keep-most-confident "
         "0.5)", starts_from="glua", pseudo_labels=True, pseudo_label_options=("--keep-most-confident", "0.5"),
         on_request=True),
+    Row("glua+st-confidence-0.6", "GLUA + self-training, confidence 0.6", "GLUATrainer_SelfTrain",
+        _ST.format(start="GLUA") + "; voxels kept from an ensemble probability of 0.6 instead of 0.8 (more of each "
+        "structure labelled, less of it right: --min-confidence 0.6)", starts_from="glua", pseudo_labels=True,
+        pseudo_label_options=("--min-confidence", "0.6"), on_request=True),
     Row("nnunet-da5-continued", "nnU-Net DA5, continued", "SourceOnlyTrainer_DA5",
         "source-only trained on with nnU-Net's heavy augmentation (nnUNetTrainerDA5's pipeline), no adaptation: the "
         "first baseline an nnU-Net user tries", starts_from=_START, on_request=True),
@@ -126,6 +130,27 @@ def _check_table(rows: Sequence[Row]) -> dict[str, Row]:
 
 
 _ROWS_BY_KEY = _check_table(ROWS)
+
+
+def results_folder_name(row: Row) -> str:
+    """The ``nnUNet_results`` folder (within a seed's folder) that ``row`` trains into.
+
+    First-stage rows share ``nnUNet_results``; a row started from another trains into
+    ``nnUNet_results_from_<start row>``, so that both stages may use the same trainer name. nnU-Net names a model
+    folder by trainer, plans and configuration only, so a row with the same trainer, start row and dataset as a row
+    listed before it in :data:`ROWS` (a self-training row with other filter options) gets
+    ``nnUNet_results_from_<start row>__<row key>``: in a shared folder it would find and report the other row's
+    model instead of training its own.
+    """
+    if row.starts_from is None:
+        return "nnUNet_results"
+    name = f"nnUNet_results_from_{row.starts_from}"
+    for other in ROWS:
+        if other.key == row.key:
+            break
+        if (other.starts_from, other.trainer, other.upper_bound) == (row.starts_from, row.trainer, row.upper_bound):
+            return f"{name}__{row.key}"
+    return name
 
 
 def row_by_key(key: str) -> Row:

@@ -3,7 +3,8 @@
 Layout under the output folder ``out``::
 
     seed_<k>/nnUNet_results/                     first-stage rows of seed k (trained from scratch)
-    seed_<k>/nnUNet_results_from_<start row>/    rows that start from <start row>'s final checkpoint
+    seed_<k>/nnUNet_results_from_<start row>/    rows that start from <start row>'s final checkpoint (a second row
+                                                 with the same trainer and start: ..._from_<start row>__<row>/)
     seed_<k>/<row>/predictions/                  nnUNetv2_predict output on the adaptation imagesTs
     seed_<k>/<row>/evaluation/                   evaluation.json/.csv/.md and row.json
     seed_<k>/<row>/timing.json                   training and prediction times, kept across interruptions
@@ -21,7 +22,7 @@ from nnunet_glua.experiments.commands import check_trainers
 from nnunet_glua.experiments.datasets import (RawDataset, adaptation_plans, open_adaptation_dataset, target_test_cases,
                                               upper_bound_dataset)
 from nnunet_glua.experiments.errors import BenchmarkError
-from nnunet_glua.experiments.rows import Row, normalise_schedule, select_rows, trainer_name
+from nnunet_glua.experiments.rows import Row, normalise_schedule, results_folder_name, select_rows, trainer_name
 from nnunet_glua.nnunet_io import RESULTS, nnunet_folder
 from nnunet_glua.parallel import default_num_processes
 from nnunet_glua.paths import ensure_trainer_folder_registered
@@ -77,8 +78,7 @@ class ExperimentSettings:
 
     def results_root(self, seed: int, row: Row) -> Path:
         """The ``nnUNet_results`` that ``row`` trains into for ``seed``."""
-        name = "nnUNet_results" if row.starts_from is None else f"nnUNet_results_from_{row.starts_from}"
-        return self.seed_root(seed) / name
+        return self.seed_root(seed) / results_folder_name(row)
 
     def trainer(self, row: Row) -> str:
         """The trainer class of ``row``: its base name with the schedule of its stage."""
