@@ -69,6 +69,11 @@ class PseudoLabelFilter:
     def to_dict(self) -> dict:
         return {k: (None if v == float("inf") else v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "PseudoLabelFilter":
+        """The settings :meth:`to_dict` wrote (``None`` back to ``inf``)."""
+        return cls(**{k: (float("inf") if v is None else v) for k, v in values.items()})
+
 
 @dataclass
 class StructureReport:

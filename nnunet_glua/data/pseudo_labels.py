@@ -37,7 +37,8 @@ from nnunet_glua.json_io import read_json, write_json
 from nnunet_glua.volume_io import read_volume
 
 __all__ = ["PseudoLabelError", "PSEUDO_LABEL_FOLDER", "SET_FILE", "FoldPredictFn", "pseudo_label_ignore_label",
-           "pseudo_label_set_folder", "source_volume_ranges", "fold_probabilities", "make_pseudo_labels", "main"]
+           "pseudo_label_set_folder", "source_volume_ranges", "read_target_image", "fold_probabilities",
+           "make_pseudo_labels", "main"]
 
 PSEUDO_LABEL_FOLDER = "pseudolabels"
 SET_FILE = "pseudo_label_set.json"
@@ -123,6 +124,13 @@ def nnunet_fold_predictor(model, device: str, use_mirroring: bool, num_processes
                                          num_processes_preprocessing=num_processes,
                                          num_processes_segmentation_export=num_processes)
     return predict
+
+
+def read_target_image(path: Path) -> tuple[sitk.Image, tuple[int, ...], float]:
+    """A target training image, its array shape (the shape of its fold probabilities without the class axis) and
+    one voxel's volume in millilitres."""
+    image = read_volume(path, "target image", PseudoLabelError)
+    return image, sitk.GetArrayViewFromImage(image).shape, float(np.prod(image.GetSpacing())) / 1000.0
 
 
 def _load_probabilities(path: Path) -> np.ndarray | None:
@@ -245,9 +253,7 @@ def make_pseudo_labels(
             log(f"  fold {fold}: predicting {len(missing)} image(s)")
             predict(fold, missing, fold_folder)
     for i, case in enumerate(pending, 1):
-        image = read_volume(images[case], "target image", PseudoLabelError)
-        shape = sitk.GetArrayViewFromImage(image).shape
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+        image, shape, voxel_ml = read_target_image(images[case])
         pseudo, report = filter_pseudo_label(case, fold_probabilities(folder, model.folds, case, shape), labels,
                                              ignore_label, voxel_ml, ranges, settings)
         if report.status == "kept":

@@ -11,7 +11,7 @@ on real data, or the upper-bound dataset's ``labelsTr`` on the phantoms. Per var
 - the cases kept and the share of voxels ignored (no loss in self-training),
 
 pooled over the voxels of every scored case. A filter that ignores more buys precision with coverage; which
-trade trains the better model is what ``glua_benchmark --rows glua+st glua+st-balanced`` measures. Writes
+trade trains the better model is what ``glua_benchmark --rows glua+st glua+st-confidence-0.6`` measures. Writes
 ``filter_quality.json`` and ``filter_quality.md`` into the set's folder (or ``--out``) and prints the table.
 
 Nothing here trains: reference labels are read for scoring only, and only for the set's own target training cases.
@@ -29,7 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_glua.data.pseudo_label_filter import PseudoLabelFilter, filter_pseudo_label
-from nnunet_glua.data.pseudo_labels import (SET_FILE, PseudoLabelError, fold_probabilities, pseudo_label_set_folder)
+from nnunet_glua.data.pseudo_labels import (SET_FILE, PseudoLabelError, fold_probabilities, pseudo_label_set_folder,
+                                            read_target_image)
 from nnunet_glua.data.uda_dataset_info import UDADatasetError, load_uda_info
 from nnunet_glua.io_utils import atomic_path
 from nnunet_glua.json_io import read_json, write_json
@@ -101,10 +102,6 @@ def filter_variants(base: PseudoLabelFilter, names: Sequence[str] | None = None)
     return {n: dataclasses.replace(base, **FILTER_VARIANTS[n]) for n in names}
 
 
-def _set_filter(identity_filter: Mapping) -> PseudoLabelFilter:
-    return PseudoLabelFilter(**{k: (math.inf if v is None else v) for k, v in identity_filter.items()})
-
-
 def _reference_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     image = read_volume(path, "reference label", PseudoLabelError)
     array = sitk.GetArrayFromImage(image)
@@ -135,7 +132,7 @@ def measure_filter_quality(dataset: "int | str", set_name: str, reference_folder
     folds = identity["folds"]
     labels = {int(v): n for n, v in state["labels"].items() if n not in ("background", "ignore")}
     ranges = {int(k): tuple(v) for k, v in state["source_volume_ranges_ml"].items()}
-    settings = filter_variants(_set_filter(identity["filter"]), variants)
+    settings = filter_variants(PseudoLabelFilter.from_dict(identity["filter"]), variants)
     if not ranges and any(math.isfinite(s.volume_factor) for s in settings.values()):
         raise PseudoLabelError(set_file, "the set was made without the volume check, so it has no source volume "
                                          "ranges; choose variants without it (--variant)")
@@ -159,22 +156,17 @@ def measure_filter_quality(dataset: "int | str", set_name: str, reference_folder
     ignored = {name: 0 for name in settings}
     voxels = 0
     for i, case in enumerate(scored, 1):
-        image = read_volume(images[case], "target image", PseudoLabelError)
-        shape = sitk.GetArrayViewFromImage(image).shape
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+        _, shape, voxel_ml = read_target_image(images[case])
         reference = _reference_array(reference_folder / f"{case}{info.file_ending}", shape)
         probabilities = list(fold_probabilities(folder, folds, case, shape))
         voxels += reference.size
         for name, variant in settings.items():
             pseudo, report = filter_pseudo_label(case, probabilities, labels, state["ignore_label"], voxel_ml, ranges,
                                                  variant)
-            if report.status == "kept":
-                kept[name] += 1
-                ignored[name] += int((pseudo == state["ignore_label"]).sum())
-            else:
-                ignored[name] += pseudo.size
-            for label, counts in count_agreement(pseudo if report.status == "kept" else None, reference,
-                                                 labels).items():
+            kept_map = pseudo if report.status == "kept" else None  # a dropped case labels nothing
+            kept[name] += kept_map is not None
+            ignored[name] += pseudo.size if kept_map is None else int((pseudo == state["ignore_label"]).sum())
+            for label, counts in count_agreement(kept_map, reference, labels).items():
                 totals[name][label].add(counts)
         log(f"  [{i}/{len(scored)}] {case} scored")
 
